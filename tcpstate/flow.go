@@ -1,0 +1,174 @@
+package tcpstate
+
+import "understudy/rewrite"
+
+// Key identifies a client connection to a service.
+type Key struct {
+	Client [4]byte
+	CPort  uint16
+	VIP    [4]byte
+	VPort  uint16
+}
+
+// State is a flow's place in its life.
+type State uint8
+
+const (
+	StateSynSent     State = iota // client SYN sent to the servers
+	StateEstablished              // client acknowledged the SYN-ACK
+	StateClosing                  // a FIN has been seen
+	StateTimeWait                 // both directions closed and acknowledged
+	StateClosed                   // reset
+	NumStates
+)
+
+var stateNames = [NumStates]string{"syn_sent", "established", "closing", "time_wait", "closed"}
+
+func (s State) String() string { return stateNames[s] }
+
+// Protection says whether a flow can survive the loss of its live server.
+type Protection uint8
+
+const (
+	Protected   Protection = iota // both legs in lockstep
+	Unprotected                   // one leg only
+)
+
+// endpoint options learned from a SYN or SYN-ACK.
+type options struct {
+	mss    uint16
+	ws     uint8
+	hasWS  bool
+	sackOK bool
+	hasTS  bool
+}
+
+func (o *options) read(p *rewrite.Packet) {
+	o.mss, _ = p.MSS()
+	if o.mss == 0 {
+		o.mss = 536 // RFC 9293 default when the option is absent
+	}
+	o.ws, o.hasWS = p.WScale()
+	if o.ws > 14 {
+		o.ws = 14 // RFC 7323: larger shifts are treated as 14
+	}
+	o.sackOK = p.SACKPermitted()
+	_, _, o.hasTS = p.Timestamps()
+}
+
+// leg is one server's side of a flow. Sequence numbers of the server's own
+// stream are in that server's space; acks of client data are in the client's
+// space, which both legs share.
+type leg struct {
+	server uint8 // index into Config.Servers
+	up     bool  // still part of the flow
+	synAck bool
+	opt    options
+
+	isn    rewrite.Seq
+	synWin uint16
+	synTS  uint32 // TSval of its SYN-ACK
+	tsOff  uint32 // its TSval minus the client-visible leg's, at the SYN-ACKs
+	tsLast uint32 // latest TSval it sent
+	tsEcr  uint32 // latest TSecr it sent
+
+	ack       rewrite.Seq // its cumulative ack of client data
+	rightEdge rewrite.Seq // ack + scaled window, client space
+	sndNxt    rewrite.Seq // highest seq+len it sent, own space
+	acked     rewrite.Seq // highest ack it was sent, own space
+
+	fin    bool
+	finSeq rewrite.Seq // own space
+	rst    bool
+
+	nsack int
+	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space
+}
+
+// offset returns the stream offset of s in this leg's space.
+func (l *leg) offset(s rewrite.Seq) uint32 { return uint32(s - l.isn - 1) }
+
+// at returns the sequence number of stream offset off in this leg's space.
+func (l *leg) at(off uint32) rewrite.Seq { return l.isn.Add(1 + off) }
+
+// Flow is one client connection and its two server legs.
+type Flow struct {
+	key   Key
+	state State
+	prot  Protection
+	why   string // why the flow is unprotected, for status
+
+	created, seen int64 // monotonic ns
+	closedAt      int64
+	synAckDue     int64 // when to give up waiting for the backup's SYN-ACK; 0 = not waiting
+
+	cli struct {
+		opt    options
+		isn    rewrite.Seq
+		tsLast uint32
+		nxt    rewrite.Seq // highest seq+len it sent
+		ack    rewrite.Seq // latest ack, in the client-visible leg's space
+		hasAck bool
+		win    uint16 // latest raw window
+		fin    bool
+		finSeq rewrite.Seq
+	}
+
+	legs [2]leg
+	live uint8 // leg whose stream the client sees
+	vis  uint8 // leg whose SYN-ACK the client saw: its sequence and timestamp spaces are the client's view
+
+	synAckSent bool
+	clientWS   uint8 // shift the client applies to windows it receives
+	ackSent    rewrite.Seq
+	reSent     rewrite.Seq // right edge last announced to the client
+	nxtSent    rewrite.Seq // highest seq+len sent to the client, live space
+	tsSent     uint32      // highest TSval sent to the client
+	finSent    bool        // FIN released to the client
+	primaryRST bool        // failure signal for the failover layer
+	deleted    bool
+}
+
+// Key returns the flow's identity.
+func (f *Flow) Key() Key { return f.key }
+
+// State returns where the flow is in its life.
+func (f *Flow) State() State { return f.state }
+
+// Protection returns whether both legs are still in lockstep.
+func (f *Flow) Protection() Protection { return f.prot }
+
+// other returns the index of the leg that is not i.
+func other(i uint8) uint8 { return 1 - i }
+
+// gated returns the ack and right edge the client may see: the minimum over
+// the legs still in the flow, so a byte is acknowledged only once every leg
+// holds it.
+func (f *Flow) gated() (ack, re rewrite.Seq) {
+	l := &f.legs[f.live]
+	ack, re = l.ack, l.rightEdge
+	if o := &f.legs[other(f.live)]; o.up && o.synAck {
+		ack = rewrite.SeqMin(ack, o.ack)
+		re = rewrite.SeqMin(re, o.rightEdge)
+	}
+	return ack, re
+}
+
+// window converts a right edge into the window field the client reads.
+func (f *Flow) window(ack, re rewrite.Seq) uint16 {
+	d := re.Sub(ack)
+	if d <= 0 {
+		return 0
+	}
+	w := uint32(d) >> f.clientWS
+	if w > 0xffff {
+		w = 0xffff
+	}
+	return uint16(w)
+}
+
+// protectedPair reports whether the backup leg still shadows the live one.
+func (f *Flow) protectedPair() bool {
+	o := &f.legs[other(f.live)]
+	return f.prot == Protected && o.up
+}

@@ -1,0 +1,80 @@
+package tcpstate
+
+// Counter names an event the flow table counts. The per-segment path counts
+// instead of logging.
+type Counter uint8
+
+const (
+	ClientSegments   Counter = iota // segments received from clients
+	ServerSegments                  // segments received from servers
+	ToClient                        // frames emitted toward clients
+	ToPrimary                       // frames emitted toward the primary leg
+	ToBackup                        // frames emitted toward the backup leg
+	BackupAbsorbed                  // backup segments consumed by gating, not forwarded
+	SynthesizedACKs                 // pure ACKs the gateway built itself
+	AcksClamped                     // client acks lowered to what the backup has sent
+	AcksSuppressed                  // primary pure ACKs held back by gating
+	FlowsCreated                    // new flows from client SYNs
+	FlowsExpired                    // flows removed by a timeout
+	FlowsUnprotected                // flows that lost their backup leg
+	PrimaryRSTs                     // primary resets seen (failure signal)
+	BackupRSTs                      // backup resets seen
+	SynAckTimeouts                  // backup SYN-ACK missing after the bound
+	OptionMismatches                // servers disagreed on an option the gateway cannot reconcile
+	FinMismatches                   // servers sent FIN at different stream offsets
+	NumCounters
+)
+
+var counterNames = [NumCounters]string{
+	"client_segments", "server_segments", "to_client", "to_primary", "to_backup",
+	"backup_absorbed", "synthesized_acks", "acks_clamped", "acks_suppressed",
+	"flows_created", "flows_expired", "flows_unprotected", "primary_rsts",
+	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
+}
+
+func (c Counter) String() string { return counterNames[c] }
+
+// Drop names why a segment was dropped.
+type Drop uint8
+
+const (
+	DropNoFlow        Drop = iota // not a SYN and no flow known
+	DropFlowCap                   // SYN refused: flow table full
+	DropHalfOpenCap               // SYN refused: too many half-open flows
+	DropOffWindowRST              // RST outside the receive window (RFC 5961)
+	DropPrimaryRST                // primary RST held while the backup lives
+	DropNotReady                  // segment before the handshake allows it
+	DropBadSynAck                 // SYN-ACK acknowledging something else than the SYN
+	DropStaleSyn                  // SYN with another ISN on a live flow
+	DropDeadLeg                   // segment from a leg no longer part of the flow
+	DropUnknownServer             // server segment for no configured service
+	DropOutputFull                // more output than one call may emit
+	NumDrops
+)
+
+var dropNames = [NumDrops]string{
+	"no_flow", "flow_cap", "half_open_cap", "off_window_rst", "primary_rst_held",
+	"not_ready", "bad_synack", "stale_syn", "dead_leg", "unknown_server", "output_full",
+}
+
+func (d Drop) String() string { return dropNames[d] }
+
+// Stats holds the table's counters. The datapath owns it; readers take a
+// copy under the datapath's lock.
+type Stats struct {
+	Counters [NumCounters]uint64
+	Drops    [NumDrops]uint64
+}
+
+// Map returns the counters by name, for status output.
+func (s *Stats) Map() (counters, drops map[string]uint64) {
+	counters = make(map[string]uint64, NumCounters)
+	for i, v := range s.Counters {
+		counters[Counter(i).String()] = v
+	}
+	drops = make(map[string]uint64, NumDrops)
+	for i, v := range s.Drops {
+		drops[Drop(i).String()] = v
+	}
+	return counters, drops
+}

@@ -1,0 +1,930 @@
+// Package tcpstate is the gateway's flow table and its per-flow decisions:
+// which segments reach which server, what the client may see, and what the
+// gateway must say itself to keep both servers in lockstep. It is pure: the
+// caller hands it parsed packets and a clock, and transmits what it emits.
+package tcpstate
+
+import (
+	"time"
+
+	"understudy/rewrite"
+)
+
+// Service is one virtual address and port the gateway protects.
+type Service struct {
+	VIP  [4]byte
+	Port uint16
+}
+
+// Config tunes the table. Zero durations and caps take the defaults.
+type Config struct {
+	Services []Service
+	// Servers holds the primary's and the backup's real addresses.
+	Servers [2][4]byte
+
+	SynAckWait       time.Duration // how long the client's SYN-ACK waits for the backup's (default 50ms)
+	HandshakeTimeout time.Duration // half-open flows expire after this (default 10s)
+	IdleTimeout      time.Duration // established flows with no traffic expire (default 10m)
+	TimeWaitTimeout  time.Duration // closed flows linger to absorb retransmissions (default 30s)
+	MaxFlows         int           // default 1<<20
+	MaxHalfOpen      int           // default 1<<16
+}
+
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.SynAckWait, 50*time.Millisecond)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.IdleTimeout, 10*time.Minute)
+	def(&c.TimeWaitTimeout, 30*time.Second)
+	if c.MaxFlows <= 0 {
+		c.MaxFlows = 1 << 20
+	}
+	if c.MaxHalfOpen <= 0 {
+		c.MaxHalfOpen = 1 << 16
+	}
+	return c
+}
+
+const sweepEvery = int64(time.Second)
+
+// Table holds every flow. It is not safe for concurrent use: the datapath
+// owns it, and readers hold the datapath's lock.
+type Table struct {
+	cfg      Config
+	flows    map[Key]*Flow
+	halfOpen int
+	Stats    Stats
+
+	// roles for new flows: which server index each leg starts on; a
+	// negative standby means new flows get no backup leg.
+	active, standby int
+
+	waiting   []*Flow // flows whose SYN-ACK waits on the backup, in due order
+	nextSweep int64
+}
+
+// New makes a table for cfg (defaults applied).
+func New(cfg Config) *Table {
+	cfg = cfg.WithDefaults()
+	return &Table{cfg: cfg, flows: make(map[Key]*Flow), active: 0, standby: 1}
+}
+
+// Config returns the table's configuration with defaults applied.
+func (t *Table) Config() Config { return t.cfg }
+
+// Len returns the number of flows.
+func (t *Table) Len() int { return len(t.flows) }
+
+// HalfOpen returns the number of flows still in the handshake.
+func (t *Table) HalfOpen() int { return t.halfOpen }
+
+// Lookup returns the flow for k, or nil.
+func (t *Table) Lookup(k Key) *Flow { return t.flows[k] }
+
+// ForEach calls fn for every flow, for status and control; not the hot path.
+func (t *Table) ForEach(fn func(*Flow)) {
+	for _, f := range t.flows {
+		fn(f)
+	}
+}
+
+func (t *Table) drop(d Drop) { t.Stats.Drops[d]++ }
+
+func (t *Table) count(c Counter) { t.Stats.Counters[c]++ }
+
+func (t *Table) setState(f *Flow, s State, now int64) {
+	if f.state == StateSynSent && s != StateSynSent {
+		t.halfOpen--
+	}
+	f.state = s
+	if s == StateTimeWait || s == StateClosed {
+		f.closedAt = now
+	}
+}
+
+func (t *Table) remove(f *Flow) {
+	if f.state == StateSynSent {
+		t.halfOpen--
+	}
+	delete(t.flows, f.key)
+	f.deleted = true
+}
+
+func (t *Table) service(port uint16) ([4]byte, bool) {
+	for _, s := range t.cfg.Services {
+		if s.Port == port {
+			return s.VIP, true
+		}
+	}
+	return [4]byte{}, false
+}
+
+func (t *Table) serverIndex(ip [4]byte) int {
+	for i, s := range t.cfg.Servers {
+		if s == ip {
+			return i
+		}
+	}
+	return -1
+}
+
+// HandleClient decides what becomes of a segment from a client to a VIP.
+// p views a frame the caller owns; it may be rewritten in place and emitted.
+func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
+	t.count(ClientSegments)
+	key := Key{Client: p.SrcIP(), CPort: p.SrcPort(), VIP: p.DstIP(), VPort: p.DstPort()}
+	flags := p.Flags()
+	f := t.flows[key]
+	if f != nil && flags&(rewrite.SYN|rewrite.ACK) == rewrite.SYN && p.Seq() != f.cli.isn {
+		// A new connection reusing the 4-tuple is fine once the old one ended.
+		if f.state != StateTimeWait && f.state != StateClosed {
+			t.drop(DropStaleSyn)
+			return
+		}
+		t.remove(f)
+		f = nil
+	}
+	if f == nil {
+		if flags&(rewrite.SYN|rewrite.ACK|rewrite.RST|rewrite.FIN) != rewrite.SYN {
+			t.drop(DropNoFlow)
+			return
+		}
+		if f = t.newFlow(now, key, p); f == nil {
+			return
+		}
+		t.forwardSyn(f, p, out)
+		return
+	}
+	f.seen = now
+	switch {
+	case flags&rewrite.SYN != 0:
+		if flags&rewrite.ACK != 0 {
+			t.drop(DropNotReady)
+			return
+		}
+		t.forwardSyn(f, p, out) // a retransmitted SYN
+		return
+	case flags&rewrite.RST != 0:
+		t.clientRST(now, f, p, out)
+		return
+	case !f.synAckSent || f.state == StateClosed:
+		t.drop(DropNotReady)
+		return
+	}
+	c := &f.cli
+	if val, _, ok := p.Timestamps(); ok && !rewrite.TSLess(val, c.tsLast) {
+		c.tsLast = val
+	}
+	if end := p.Seq().Add(p.SegLen()); c.nxt.LessThan(end) {
+		c.nxt = end
+	}
+	if flags&rewrite.ACK != 0 {
+		if a := p.Ack(); !c.hasAck || c.ack.LessThan(a) {
+			c.ack, c.hasAck = a, true
+		}
+		c.win = p.Window()
+		if f.state == StateSynSent && c.ack == f.legs[f.vis].isn.Add(1) {
+			t.setState(f, StateEstablished, now)
+		}
+	}
+	if flags&rewrite.FIN != 0 && !c.fin {
+		c.fin, c.finSeq = true, p.Seq().Add(uint32(p.PayloadLen()))
+		if f.state == StateEstablished {
+			t.setState(f, StateClosing, now)
+		}
+	}
+	t.forwardToServers(f, p, out)
+	t.checkClosed(now, f)
+}
+
+func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {
+	if len(t.flows) >= t.cfg.MaxFlows {
+		t.drop(DropFlowCap)
+		return nil
+	}
+	if t.halfOpen >= t.cfg.MaxHalfOpen {
+		t.drop(DropHalfOpenCap)
+		return nil
+	}
+	f := &Flow{key: key, state: StateSynSent, created: now, seen: now}
+	f.cli.opt.read(p)
+	f.cli.isn = p.Seq()
+	f.cli.nxt = p.Seq().Add(1)
+	if val, _, ok := p.Timestamps(); ok {
+		f.cli.tsLast = val
+	}
+	f.legs[0].server, f.legs[0].up = uint8(t.active), true
+	if t.standby >= 0 {
+		f.legs[1].server, f.legs[1].up = uint8(t.standby), true
+	} else {
+		f.prot, f.why = Unprotected, "no_standby"
+	}
+	t.flows[key] = f
+	t.halfOpen++
+	t.count(FlowsCreated)
+	return f
+}
+
+// forwardSyn sends the client's SYN to every leg still in the flow. ECN is
+// not offered to the servers: the two would have to agree with the client on
+// it, and the gateway announces only what both can honour.
+func (t *Table) forwardSyn(f *Flow, p *rewrite.Packet, out *Output) {
+	if fl := p.Flags(); fl&(rewrite.ECE|rewrite.CWR) != 0 {
+		p.SetFlags(fl &^ (rewrite.ECE | rewrite.CWR))
+	}
+	t.forwardToServers(f, p, out)
+}
+
+// forwardToServers emits p to each leg still in the flow: copies for the
+// legs whose stream the client does not see, translated into their spaces,
+// and p itself, rewritten in place, for the client-visible leg.
+func (t *Table) forwardToServers(f *Flow, p *rewrite.Packet, out *Output) {
+	inPlace := -1
+	for i := range f.legs {
+		l := &f.legs[i]
+		if !l.up {
+			continue
+		}
+		if uint8(i) == f.vis || inPlace < 0 && !f.legs[f.vis].up {
+			inPlace = i
+			continue
+		}
+		if !out.room(1) {
+			t.drop(DropOutputFull)
+			continue
+		}
+		b := out.buf()
+		if !p.CopyTo(b, &out.pkt) {
+			t.drop(DropOutputFull)
+			continue
+		}
+		t.toServer(f, uint8(i), &out.pkt, out)
+	}
+	if inPlace >= 0 {
+		if !out.room(1) {
+			t.drop(DropOutputFull)
+			return
+		}
+		t.toServer(f, uint8(inPlace), p, out)
+	}
+}
+
+// toServer rewrites a client segment for leg i and emits it.
+func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
+	l := &f.legs[i]
+	q.SetDstIP(t.cfg.Servers[l.server])
+	flags := q.Flags()
+	if flags&rewrite.ACK != 0 && l.synAck {
+		a := f.toLeg(i, q.Ack())
+		// Never acknowledge what the leg has not sent: Linux drops such a
+		// segment whole. The missing part is acknowledged when it appears.
+		if l.sndNxt.LessThan(a) {
+			a = l.sndNxt
+			t.count(AcksClamped)
+		}
+		if a != q.Ack() {
+			q.SetAck(a)
+		}
+		if l.acked.LessThan(a) {
+			l.acked = a
+		}
+	}
+	if val, ecr, ok := q.Timestamps(); ok && flags&rewrite.ACK != 0 && l.synAck {
+		e := ecr + l.tsOff
+		if rewrite.TSLess(l.tsLast, e) {
+			e = l.tsLast
+		}
+		if e != ecr {
+			q.SetTimestamps(val, e)
+		}
+	}
+	if n := q.NumSACK(); n > 0 {
+		t.sackToLeg(f, i, q, n)
+	}
+	q.Finish()
+	out.emit(ServerSide, q.Frame())
+	if i == 0 {
+		t.count(ToPrimary)
+	} else {
+		t.count(ToBackup)
+	}
+}
+
+// sackToLeg translates the client's SACK blocks into leg i's space, keeping
+// only what the leg has sent.
+func (t *Table) sackToLeg(f *Flow, i uint8, q *rewrite.Packet, n int) {
+	if i == f.vis {
+		return
+	}
+	l := &f.legs[i]
+	kept := 0
+	for j := 0; j < n; j++ {
+		left, right := q.SACKBlock(j)
+		left, right = f.toLeg(i, left), f.toLeg(i, right)
+		if l.sndNxt.LessThan(right) {
+			right = l.sndNxt
+		}
+		if !left.LessThan(right) {
+			continue
+		}
+		q.SetSACKBlock(kept, left, right)
+		kept++
+	}
+	if kept < n {
+		q.TruncateSACK(kept)
+	}
+}
+
+// toLeg maps a sequence number of the client-visible server stream into leg
+// i's space: the same stream offset.
+func (f *Flow) toLeg(i uint8, s rewrite.Seq) rewrite.Seq {
+	if i == f.vis {
+		return s
+	}
+	return f.legs[i].at(f.legs[f.vis].offset(s))
+}
+
+// fromLeg maps a sequence number of leg i's stream into the client's view.
+func (f *Flow) fromLeg(i uint8, s rewrite.Seq) rewrite.Seq {
+	if i == f.vis {
+		return s
+	}
+	return f.legs[f.vis].at(f.legs[i].offset(s))
+}
+
+func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
+	if f.state != StateSynSent && !t.clientRSTInWindow(f, p.Seq()) {
+		t.drop(DropOffWindowRST)
+		return
+	}
+	t.forwardToServers(f, p, out)
+	t.setState(f, StateClosed, now)
+}
+
+// clientRSTInWindow applies RFC 5961's check against every leg's receive
+// window: a blind reset must land inside what the servers would accept.
+func (t *Table) clientRSTInWindow(f *Flow, s rewrite.Seq) bool {
+	for i := range f.legs {
+		l := &f.legs[i]
+		if !l.up || !l.synAck {
+			continue
+		}
+		if s.LessThan(l.ack) || l.rightEdge.LessThan(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// HandleServer decides what becomes of a segment from a server to a client.
+func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
+	t.count(ServerSegments)
+	s := t.serverIndex(p.SrcIP())
+	vip, ok := t.service(p.SrcPort())
+	if s < 0 || !ok {
+		t.drop(DropUnknownServer)
+		return
+	}
+	f := t.flows[Key{Client: p.DstIP(), CPort: p.DstPort(), VIP: vip, VPort: p.SrcPort()}]
+	if f == nil {
+		t.drop(DropNoFlow)
+		return
+	}
+	i := uint8(0)
+	if f.legs[0].server != uint8(s) {
+		i = 1
+	}
+	l := &f.legs[i]
+	if l.server != uint8(s) || !l.up {
+		t.drop(DropDeadLeg)
+		return
+	}
+	f.seen = now
+	flags := p.Flags()
+	switch {
+	case flags&rewrite.RST != 0:
+		t.serverRST(now, f, i, p, out)
+		return
+	case flags&rewrite.SYN != 0:
+		if flags&rewrite.ACK == 0 || p.Ack() != f.cli.isn.Add(1) {
+			t.drop(DropBadSynAck)
+			return
+		}
+		t.synAck(now, f, i, p, out)
+		return
+	case !l.synAck:
+		t.drop(DropNotReady)
+		return
+	}
+	prevAck, prevRE := l.ack, l.rightEdge
+	if val, ecr, ok := p.Timestamps(); ok {
+		if !rewrite.TSLess(val, l.tsLast) {
+			l.tsLast = val
+		}
+		l.tsEcr = ecr
+	}
+	if end := p.Seq().Add(p.SegLen()); l.sndNxt.LessThan(end) {
+		l.sndNxt = end
+	}
+	if flags&rewrite.ACK != 0 {
+		a := p.Ack()
+		if l.ack.LessThan(a) {
+			l.ack = a
+		}
+		if a == l.ack {
+			l.rightEdge = a.Add(uint32(p.Window()) << f.shift(l))
+		}
+	}
+	l.nsack = p.NumSACK()
+	for j := 0; j < l.nsack; j++ {
+		l.sack[j][0], l.sack[j][1] = p.SACKBlock(j)
+	}
+	if flags&rewrite.FIN != 0 && !l.fin {
+		l.fin, l.finSeq = true, p.Seq().Add(uint32(p.PayloadLen()))
+		if f.state == StateEstablished {
+			t.setState(f, StateClosing, now)
+		}
+	}
+	news := prevAck != l.ack || prevRE != l.rightEdge
+	if i == f.live {
+		t.toClient(f, p, news, out)
+	} else {
+		t.absorb(f, i, p, prevAck, out)
+	}
+	t.checkClosed(now, f)
+}
+
+// shift is the window scale a leg applies to the windows it sends.
+func (f *Flow) shift(l *leg) uint8 {
+	if l.opt.hasWS && f.cli.opt.hasWS {
+		return l.opt.ws
+	}
+	return 0
+}
+
+// toClient rewrites a segment of the live leg for the client: source back to
+// the VIP, ack and window gated by every leg, SACK limited to what every leg
+// holds, and a FIN only once every leg has closed at the same offset.
+func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
+	l := &f.legs[f.live]
+	flags := p.Flags()
+	ack, re := f.gated()
+	if flags&rewrite.FIN != 0 && !f.finSent && f.protectedPair() {
+		o := &f.legs[other(f.live)]
+		switch {
+		case !o.fin:
+			flags &^= rewrite.FIN
+			p.SetFlags(flags)
+		case o.offset(o.finSeq) != l.offset(l.finSeq):
+			t.count(FinMismatches)
+			t.unprotect(f, other(f.live), "fin_mismatch", out)
+			ack, re = f.gated()
+		}
+	}
+	pure := p.PayloadLen() == 0 && flags&(rewrite.SYN|rewrite.FIN|rewrite.RST) == 0
+	if pure && news && ack == f.ackSent && !f.reSent.LessThan(re) {
+		// The live leg moved but gating hides it: forwarding would show the
+		// client a duplicate ACK it could take for loss.
+		t.count(AcksSuppressed)
+		return
+	}
+	if !out.room(1) {
+		t.drop(DropOutputFull)
+		return
+	}
+	p.SetSrcIP(f.key.VIP)
+	if f.live != f.vis {
+		p.SetSeq(f.fromLeg(f.live, p.Seq()))
+	}
+	if flags&rewrite.ACK != 0 {
+		p.SetAck(ack)
+		p.SetWindow(f.window(ack, re))
+		f.noteSent(ack, re)
+	}
+	if val, ecr, ok := p.Timestamps(); ok {
+		if v := f.clientTS(l, val); v != val {
+			p.SetTimestamps(v, ecr)
+		}
+	}
+	if n := p.NumSACK(); n > 0 {
+		t.sackToClient(f, p, n)
+	}
+	if end := f.fromLeg(f.live, p.Seq().Add(p.SegLen())); f.nxtSent.LessThan(end) {
+		f.nxtSent = end
+	}
+	if flags&rewrite.FIN != 0 {
+		f.finSent = true
+	}
+	p.Finish()
+	out.emit(ClientSide, p.Frame())
+	t.count(ToClient)
+}
+
+// noteSent records the ack and right edge the client was last shown.
+func (f *Flow) noteSent(ack, re rewrite.Seq) {
+	f.ackSent = ack
+	f.reSent = ack.Add(uint32(f.window(ack, re)) << f.clientWS)
+}
+
+// clientTS maps a TSval of leg l into the client-visible clock, never letting
+// it go backwards (PAWS would drop the segment).
+func (f *Flow) clientTS(l *leg, val uint32) uint32 {
+	v := val - l.tsOff
+	if rewrite.TSLess(v, f.tsSent) {
+		v = f.tsSent
+	}
+	f.tsSent = v
+	return v
+}
+
+// sackToClient keeps, of each SACK block of the live leg, only the part the
+// other leg holds too, so the client never skips a byte a leg is missing.
+func (t *Table) sackToClient(f *Flow, p *rewrite.Packet, n int) {
+	if !f.protectedPair() {
+		return
+	}
+	o := &f.legs[other(f.live)]
+	kept := 0
+	for j := 0; j < n; j++ {
+		left, right := p.SACKBlock(j)
+		r, ok := o.holds(left, right)
+		if !ok {
+			continue
+		}
+		p.SetSACKBlock(kept, left, r)
+		kept++
+	}
+	if kept < n {
+		p.TruncateSACK(kept)
+	}
+}
+
+// holds returns how far from left, up to right, the leg is known to hold the
+// client's bytes: below its cumulative ack or inside one of its SACK blocks.
+func (l *leg) holds(left, right rewrite.Seq) (rewrite.Seq, bool) {
+	if left.LessThan(l.ack) {
+		return rewrite.SeqMin(right, l.ack), true
+	}
+	for k := 0; k < l.nsack; k++ {
+		if !left.LessThan(l.sack[k][0]) && left.LessThan(l.sack[k][1]) {
+			return rewrite.SeqMin(right, l.sack[k][1]), true
+		}
+	}
+	return 0, false
+}
+
+// absorb consumes a segment of a leg the client does not see: it feeds the
+// gating, and the gateway acknowledges the leg's data itself once the client
+// has acknowledged the same offset of the live stream.
+func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq, out *Output) {
+	t.count(BackupAbsorbed)
+	l := &f.legs[i]
+	if f.cli.hasAck {
+		a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt)
+		if l.acked.LessThan(a) && out.room(1) {
+			l.acked = a
+			t.ackToServer(f, i, a, out)
+		}
+	}
+	dup := p.PayloadLen() == 0 && p.Flags()&(rewrite.FIN|rewrite.SYN) == 0 &&
+		prevAck == l.ack && l.ack.LessThan(f.legs[f.live].ack)
+	t.release(f, dup, out)
+}
+
+// release tells the client what gating now allows: an ack or window the
+// laggard leg has caught up with, a duplicate ACK that signals the laggard's
+// loss, or a FIN both legs now agree on.
+func (t *Table) release(f *Flow, dup bool, out *Output) {
+	if !f.synAckSent {
+		return
+	}
+	l := &f.legs[f.live]
+	if l.fin && !f.finSent {
+		o := &f.legs[other(f.live)]
+		if f.protectedPair() && o.fin && o.offset(o.finSeq) != l.offset(l.finSeq) {
+			t.count(FinMismatches)
+			t.unprotect(f, other(f.live), "fin_mismatch", out)
+			return
+		}
+		if !f.protectedPair() || o.fin {
+			// Only a FIN the client has every byte before may be released.
+			if f.nxtSent == f.fromLeg(f.live, l.finSeq) && out.room(1) {
+				t.segToClient(f, f.nxtSent, rewrite.ACK|rewrite.FIN, out)
+				f.finSent = true
+				f.nxtSent = f.nxtSent.Add(1)
+				return
+			}
+		}
+	}
+	ack, re := f.gated()
+	if (dup || f.ackSent.LessThan(ack) || f.reSent.LessThan(re)) && out.room(1) {
+		t.segToClient(f, f.nxtSent, rewrite.ACK, out)
+	}
+}
+
+// segToClient builds a segment of the live leg's stream for the client.
+func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, out *Output) {
+	l := &f.legs[f.live]
+	ack, re := f.gated()
+	s := rewrite.Spec{
+		Src: f.key.VIP, Dst: f.key.Client, SrcPort: f.key.VPort, DstPort: f.key.CPort,
+		Seq: seq, Ack: ack, Flags: flags, Window: f.window(ack, re), WScale: -1,
+		HasTS: l.opt.hasTS && f.cli.opt.hasTS,
+	}
+	if s.HasTS {
+		s.TSval, s.TSecr = f.clientTS(l, l.tsLast), f.cli.tsLast
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	f.noteSent(ack, re)
+	out.emit(ClientSide, b[:n])
+	t.count(ToClient)
+	t.count(SynthesizedACKs)
+}
+
+// ackToServer builds a pure ACK for leg i acknowledging its stream up to a.
+func (t *Table) ackToServer(f *Flow, i uint8, a rewrite.Seq, out *Output) {
+	l := &f.legs[i]
+	s := rewrite.Spec{
+		Src: f.key.Client, Dst: t.cfg.Servers[l.server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
+		Seq: l.ack, Ack: a, Flags: rewrite.ACK, Window: f.cli.win, WScale: -1,
+		HasTS: l.opt.hasTS && f.cli.opt.hasTS, TSval: f.cli.tsLast, TSecr: l.tsLast,
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(ServerSide, b[:n])
+	t.count(SynthesizedACKs)
+	if i == 0 {
+		t.count(ToPrimary)
+	} else {
+		t.count(ToBackup)
+	}
+}
+
+// rstToServer clears leg i's state for this flow on its server.
+func (t *Table) rstToServer(f *Flow, i uint8, out *Output) {
+	l := &f.legs[i]
+	seq := f.cli.isn.Add(1)
+	if l.synAck {
+		seq = l.ack
+	}
+	s := rewrite.Spec{
+		Src: f.key.Client, Dst: t.cfg.Servers[l.server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
+		Seq: seq, Flags: rewrite.RST, WScale: -1,
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(ServerSide, b[:n])
+}
+
+// unprotect removes leg i from the flow, resetting its connection so the
+// server frees it, and lets the remaining leg alone decide what the client sees.
+func (t *Table) unprotect(f *Flow, i uint8, why string, out *Output) {
+	l := &f.legs[i]
+	if !l.up {
+		return
+	}
+	l.up = false
+	if out.room(1) {
+		t.rstToServer(f, i, out)
+	}
+	if f.prot == Protected {
+		f.prot, f.why = Unprotected, why
+		t.count(FlowsUnprotected)
+	}
+}
+
+func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *Output) {
+	l := &f.legs[i]
+	if l.synAck && !t.serverRSTInWindow(f, i, p.Seq()) {
+		t.drop(DropOffWindowRST)
+		return
+	}
+	l.rst = true
+	if i == f.live {
+		t.count(PrimaryRSTs)
+		f.primaryRST = true
+		if f.protectedPair() {
+			t.drop(DropPrimaryRST)
+			return
+		}
+		if !out.room(1) || !f.synAckSent {
+			t.setState(f, StateClosed, now)
+			return
+		}
+		p.SetSrcIP(f.key.VIP)
+		p.SetSeq(f.fromLeg(i, p.Seq()))
+		if p.Flags()&rewrite.ACK != 0 {
+			p.SetAck(f.legs[i].ack)
+		}
+		p.Finish()
+		out.emit(ClientSide, p.Frame())
+		t.count(ToClient)
+		t.setState(f, StateClosed, now)
+		return
+	}
+	t.count(BackupRSTs)
+	l.up = false
+	if f.prot == Protected {
+		f.prot, f.why = Unprotected, "backup_rst"
+		t.count(FlowsUnprotected)
+	}
+	if live := &f.legs[f.live]; live.rst && out.room(1) {
+		// Both servers reset the connection: so may the client's.
+		t.segToClient(f, f.nxtSent, rewrite.RST|rewrite.ACK, out)
+		t.setState(f, StateClosed, now)
+		return
+	}
+	t.maybeReleaseSynAck(now, f, out)
+	t.release(f, false, out)
+}
+
+// serverRSTInWindow applies RFC 5961 to a server's reset: its sequence number
+// must lie between what the client has acknowledged and what the client's
+// window would accept, or within what the leg has sent.
+func (t *Table) serverRSTInWindow(f *Flow, i uint8, s rewrite.Seq) bool {
+	l := &f.legs[i]
+	next := l.isn.Add(1)
+	if f.cli.hasAck {
+		next = f.toLeg(i, f.cli.ack)
+	}
+	win := uint32(f.cli.win) << f.shift(l)
+	if win < 1 {
+		win = 1
+	}
+	return s.InWindow(next, win) || s.InWindow(next, uint32(l.sndNxt.Sub(next))+1)
+}
+
+func (t *Table) synAck(now int64, f *Flow, i uint8, p *rewrite.Packet, out *Output) {
+	l := &f.legs[i]
+	if l.synAck {
+		if p.Seq() != l.isn {
+			t.drop(DropBadSynAck)
+			return
+		}
+		// A retransmitted SYN-ACK: the client may have lost ours.
+		if i == f.vis && f.synAckSent && f.state == StateSynSent && out.room(1) {
+			t.emitSynAck(f, out)
+		}
+		return
+	}
+	l.synAck = true
+	l.isn = p.Seq()
+	l.opt.read(p)
+	l.synWin = p.Window()
+	if val, ecr, ok := p.Timestamps(); ok {
+		l.synTS, l.tsLast, l.tsEcr = val, val, ecr
+	}
+	l.ack = f.cli.isn.Add(1)
+	l.rightEdge = l.ack.Add(uint32(l.synWin))
+	l.sndNxt = l.isn.Add(1)
+	l.acked = l.isn
+	t.maybeReleaseSynAck(now, f, out)
+}
+
+// maybeReleaseSynAck answers the client once the live leg's SYN-ACK is in and
+// the other leg's too (or it is out of the flow): the client must not learn
+// of the connection before both servers hold it.
+func (t *Table) maybeReleaseSynAck(now int64, f *Flow, out *Output) {
+	if f.synAckSent {
+		return
+	}
+	v := &f.legs[f.live]
+	if !v.synAck || !v.up {
+		return
+	}
+	oi := other(f.live)
+	o := &f.legs[oi]
+	if o.up && !o.synAck {
+		if f.synAckDue == 0 {
+			f.synAckDue = now + int64(t.cfg.SynAckWait)
+			t.waiting = append(t.waiting, f)
+		}
+		return
+	}
+	if o.up && (o.opt.hasTS != v.opt.hasTS || o.opt.hasWS != v.opt.hasWS) {
+		// The client will use one set of options with both servers: a
+		// disagreement on timestamps or scaling cannot be translated.
+		t.count(OptionMismatches)
+		t.unprotect(f, oi, "option_mismatch", out)
+	}
+	if o.up {
+		o.tsOff = o.synTS - v.synTS
+	}
+	f.vis = f.live
+	f.clientWS = f.shift(v)
+	if !out.room(1) {
+		t.drop(DropOutputFull)
+		return
+	}
+	t.emitSynAck(f, out)
+}
+
+// emitSynAck builds the client's SYN-ACK from the live leg's, announcing
+// only what every leg can honour: the smaller MSS and window, SACK only if
+// both agreed.
+func (t *Table) emitSynAck(f *Flow, out *Output) {
+	v := &f.legs[f.vis]
+	o := &f.legs[other(f.vis)]
+	s := rewrite.Spec{
+		Src: f.key.VIP, Dst: f.key.Client, SrcPort: f.key.VPort, DstPort: f.key.CPort,
+		Seq: v.isn, Ack: f.cli.isn.Add(1), Flags: rewrite.SYN | rewrite.ACK,
+		Window: v.synWin, MSS: v.opt.mss, WScale: -1, SACKPermitted: v.opt.sackOK,
+		HasTS: v.opt.hasTS, TSval: v.synTS, TSecr: v.tsEcr,
+	}
+	if v.opt.hasWS {
+		s.WScale = int8(v.opt.ws)
+	}
+	if o.up && o.synAck {
+		s.Window = min(s.Window, o.synWin)
+		s.MSS = min(s.MSS, o.opt.mss)
+		s.SACKPermitted = s.SACKPermitted && o.opt.sackOK
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(ClientSide, b[:n])
+	t.count(ToClient)
+	f.synAckSent = true
+	f.ackSent = s.Ack
+	f.reSent = s.Ack.Add(uint32(s.Window))
+	f.nxtSent = v.isn.Add(1)
+	f.tsSent = v.synTS
+}
+
+// checkClosed moves a flow to TIME_WAIT once both directions are closed and
+// acknowledged by everyone in it.
+func (t *Table) checkClosed(now int64, f *Flow) {
+	if f.state != StateClosing || !f.finSent || !f.cli.fin || !f.cli.hasAck {
+		return
+	}
+	if f.cli.ack.LessThan(f.nxtSent) {
+		return
+	}
+	for i := range f.legs {
+		l := &f.legs[i]
+		if l.up && l.ack.LessThan(f.cli.finSeq.Add(1)) {
+			return
+		}
+	}
+	t.setState(f, StateTimeWait, now)
+}
+
+// Tick runs the timers: SYN-ACKs that waited long enough for the backup, and
+// every second the expiry of idle, half-open and closed flows. It reports
+// whether it stopped early because out filled up; call again after sending.
+func (t *Table) Tick(now int64, out *Output) (more bool) {
+	done := 0
+	for _, f := range t.waiting {
+		if f.synAckDue > now {
+			break
+		}
+		if !out.room(2) {
+			more = true
+			break
+		}
+		done++
+		if f.deleted || f.synAckSent || f.synAckDue == 0 {
+			continue
+		}
+		f.synAckDue = 0
+		if o := other(f.live); f.legs[o].up && !f.legs[o].synAck {
+			t.count(SynAckTimeouts)
+			t.unprotect(f, o, "synack_timeout", out)
+		}
+		t.maybeReleaseSynAck(now, f, out)
+	}
+	if done > 0 {
+		n := copy(t.waiting, t.waiting[done:])
+		clear(t.waiting[n:])
+		t.waiting = t.waiting[:n]
+	}
+	if now >= t.nextSweep {
+		t.nextSweep = now + sweepEvery
+		t.sweep(now)
+	}
+	return more
+}
+
+func (t *Table) sweep(now int64) {
+	c := &t.cfg
+	for _, f := range t.flows {
+		var expired bool
+		switch f.state {
+		case StateSynSent:
+			expired = now-f.created > int64(c.HandshakeTimeout)
+		case StateTimeWait, StateClosed:
+			expired = now-f.closedAt > int64(c.TimeWaitTimeout)
+		default:
+			expired = now-f.seen > int64(c.IdleTimeout)
+		}
+		if expired {
+			t.remove(f)
+			t.count(FlowsExpired)
+		}
+	}
+}
