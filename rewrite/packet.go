@@ -3,7 +3,7 @@
 // checksums valid. It is pure: no I/O, no allocation per packet.
 package rewrite
 
-// IMPLEMENTATION CONTRACT (to be filled in; signatures are fixed).
+import "encoding/binary"
 
 // EthLen is the length of the Ethernet header every frame starts with.
 const EthLen = 14
@@ -24,33 +24,113 @@ const (
 type Reason uint8
 
 const (
-	OK Reason = iota
-	ReasonShort          // shorter than Ethernet+IPv4+TCP minimum headers
-	ReasonNotIPv4        // EtherType or IP version is not IPv4
-	ReasonBadIHL         // IHL < 5 or header beyond the frame
-	ReasonBadLength      // IPv4 total length < headers or > bytes captured
-	ReasonFragment       // MF set or fragment offset non-zero
-	ReasonNotTCP         // IP protocol is not TCP
-	ReasonBadDataOffset  // TCP data offset < 5 or beyond the IP payload
-	ReasonBadOption      // a TCP option with an impossible length
-	ReasonBadChecksum    // IPv4 or TCP checksum wrong (when verified)
-	NumReasons           // count of reasons, for counter arrays
+	OK                  Reason = iota
+	ReasonShort                // shorter than Ethernet+IPv4+TCP minimum headers
+	ReasonNotIPv4              // EtherType or IP version is not IPv4
+	ReasonBadIHL               // IHL < 5 or header beyond the frame
+	ReasonBadLength            // IPv4 total length < headers or > bytes captured
+	ReasonFragment             // MF set or fragment offset non-zero
+	ReasonNotTCP               // IP protocol is not TCP
+	ReasonBadDataOffset        // TCP data offset < 5 or beyond the IP payload
+	ReasonBadOption            // a TCP option with an impossible length
+	ReasonBadChecksum          // IPv4 or TCP checksum wrong (when verified)
+	NumReasons                 // count of reasons, for counter arrays
 )
 
+var reasonNames = [NumReasons]string{
+	OK:                  "ok",
+	ReasonShort:         "short",
+	ReasonNotIPv4:       "not_ipv4",
+	ReasonBadIHL:        "bad_ihl",
+	ReasonBadLength:     "bad_length",
+	ReasonFragment:      "fragment",
+	ReasonNotTCP:        "not_tcp",
+	ReasonBadDataOffset: "bad_data_offset",
+	ReasonBadOption:     "bad_option",
+	ReasonBadChecksum:   "bad_checksum",
+}
+
 // String names the reason in snake_case for metrics and status.
-func (r Reason) String() string
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
 
 // MaxSACK is the largest number of SACK blocks an option can carry.
 const MaxSACK = 4
+
+// Header layout. IPv4 offsets are absolute within the frame (the IPv4 header
+// always follows a plain Ethernet header); TCP offsets are relative to the
+// TCP header start.
+const (
+	ethType = 12
+
+	ipOff       = EthLen
+	ipMinLen    = 20
+	ipVerIHL    = ipOff + 0
+	ipTotalLen  = ipOff + 2
+	ipFlagsFrag = ipOff + 6
+	ipTTL       = ipOff + 8
+	ipProto     = ipOff + 9
+	ipCsum      = ipOff + 10
+	ipSrc       = ipOff + 12
+	ipDst       = ipOff + 16
+
+	tcpMinLen  = 20
+	tcpSrcPort = 0
+	tcpDstPort = 2
+	tcpSeq     = 4
+	tcpAck     = 8
+	tcpDataOff = 12
+	tcpFlags   = 13
+	tcpWindow  = 14
+	tcpCsum    = 16
+
+	etherTypeIPv4 = 0x0800
+	protoTCP      = 6
+	ipMF          = 0x2000
+	ipDF          = 0x4000
+	ipFragOffMask = 0x1fff
+)
+
+// TCP option kinds and their fixed lengths.
+const (
+	optEOL      = 0
+	optNOP      = 1
+	optMSS      = 2
+	optWS       = 3
+	optSACKPerm = 4
+	optSACK     = 5
+	optTS       = 8
+
+	optMSSLen      = 4
+	optWSLen       = 3
+	optSACKPermLen = 2
+	optTSLen       = 10
+	sackBlockLen   = 8
+)
 
 // Packet is a validated view of one Ethernet/IPv4/TCP frame. Parse fills it;
 // accessors after a successful Parse do no bounds checks of their own beyond
 // Go's. The zero value is unusable until Parse returns OK. Packet keeps the
 // byte offsets of the options it found so setters can rewrite them in place.
 type Packet struct {
-	// unexported fields: frame []byte (trimmed to Ethernet + IP total length),
-	// ip/tcp header offsets, option offsets (0 = absent), sack block count,
-	// csumPartial flag.
+	frame []byte // Ethernet header to the end of the IP total length
+
+	// Offsets into frame. Headers end by byte 14+60+60, so a byte holds
+	// them all; option offsets point at the kind byte, 0 means absent.
+	tcp      uint8
+	payload  uint8
+	mss      uint8
+	ws       uint8
+	sackPerm uint8
+	ts       uint8
+	sack     uint8
+	nsack    uint8
+
+	csumPartial bool
 }
 
 // Parse validates frame (starting at the Ethernet header) as IPv4/TCP and
@@ -59,90 +139,188 @@ type Packet struct {
 // is false and verify is true, the IPv4 and TCP checksums are verified and a
 // mismatch returns ReasonBadChecksum. The frame may carry trailing Ethernet
 // padding beyond the IPv4 total length: it is trimmed from the view.
-func (p *Packet) Parse(frame []byte, csumPartial, verify bool) Reason
+//
+// When an option we track appears more than once, the last one is recorded:
+// that is the one Linux's receiver acts on, so it is the one to translate.
+func (p *Packet) Parse(frame []byte, csumPartial, verify bool) Reason {
+	if len(frame) < EthLen+ipMinLen+tcpMinLen {
+		return ReasonShort
+	}
+	if binary.BigEndian.Uint16(frame[ethType:]) != etherTypeIPv4 || frame[ipVerIHL]>>4 != 4 {
+		return ReasonNotIPv4
+	}
+	ihl := int(frame[ipVerIHL]&0x0f) * 4
+	if ihl < ipMinLen || ipOff+ihl > len(frame) {
+		return ReasonBadIHL
+	}
+	total := int(binary.BigEndian.Uint16(frame[ipTotalLen:]))
+	if total < ihl || ipOff+total > len(frame) {
+		return ReasonBadLength
+	}
+	if ff := binary.BigEndian.Uint16(frame[ipFlagsFrag:]); ff&ipMF != 0 || ff&ipFragOffMask != 0 {
+		return ReasonFragment
+	}
+	if frame[ipProto] != protoTCP {
+		return ReasonNotTCP
+	}
+	if total < ihl+tcpMinLen {
+		return ReasonBadLength
+	}
+	frame = frame[:ipOff+total] // drop Ethernet padding
+	tcp := ipOff + ihl
+	doff := int(frame[tcp+tcpDataOff]>>4) * 4
+	if doff < tcpMinLen || tcp+doff > len(frame) {
+		return ReasonBadDataOffset
+	}
+
+	*p = Packet{
+		frame:       frame,
+		tcp:         uint8(tcp),
+		payload:     uint8(tcp + doff),
+		csumPartial: csumPartial,
+	}
+	if r := p.parseOptions(tcp+tcpMinLen, tcp+doff); r != OK {
+		*p = Packet{}
+		return r
+	}
+	if verify && !csumPartial && !p.VerifyChecksums() {
+		*p = Packet{}
+		return ReasonBadChecksum
+	}
+	return OK
+}
+
+// parseOptions walks the options in frame[i:end] and records the offsets of
+// those the gateway rewrites or reads.
+func (p *Packet) parseOptions(i, end int) Reason {
+	b := p.frame
+	for i < end {
+		kind := b[i]
+		if kind == optEOL {
+			break
+		}
+		if kind == optNOP {
+			i++
+			continue
+		}
+		if i+1 >= end {
+			return ReasonBadOption
+		}
+		n := int(b[i+1])
+		if n < 2 || i+n > end {
+			return ReasonBadOption
+		}
+		switch kind {
+		case optMSS:
+			if n != optMSSLen {
+				return ReasonBadOption
+			}
+			p.mss = uint8(i)
+		case optWS:
+			if n != optWSLen {
+				return ReasonBadOption
+			}
+			p.ws = uint8(i)
+		case optSACKPerm:
+			if n != optSACKPermLen {
+				return ReasonBadOption
+			}
+			p.sackPerm = uint8(i)
+		case optTS:
+			if n != optTSLen {
+				return ReasonBadOption
+			}
+			p.ts = uint8(i)
+		case optSACK:
+			k := (n - 2) / sackBlockLen
+			if (n-2)%sackBlockLen != 0 || k < 1 || k > MaxSACK {
+				return ReasonBadOption
+			}
+			p.sack = uint8(i)
+			p.nsack = uint8(k)
+		}
+		i += n
+	}
+	return OK
+}
 
 // Frame returns the frame bytes (Ethernet header included, trimmed to the IP
 // total length).
-func (p *Packet) Frame() []byte
+func (p *Packet) Frame() []byte { return p.frame }
 
 // CopyTo copies the frame into buf (which must be at least len(p.Frame())
 // bytes) and makes q a view of the copy without parsing again. Returns false
 // if buf is too small.
-func (p *Packet) CopyTo(buf []byte, q *Packet) bool
-
-// Accessors.
-func (p *Packet) SrcIP() [4]byte
-func (p *Packet) DstIP() [4]byte
-func (p *Packet) SrcPort() uint16
-func (p *Packet) DstPort() uint16
-func (p *Packet) Seq() Seq
-func (p *Packet) Ack() Seq
-func (p *Packet) Flags() uint8
-func (p *Packet) Window() uint16
-func (p *Packet) Payload() []byte
-func (p *Packet) PayloadLen() int
-// SegLen is the sequence space the segment occupies: payload + SYN + FIN.
-func (p *Packet) SegLen() uint32
-func (p *Packet) MSS() (uint16, bool)
-func (p *Packet) WScale() (uint8, bool)
-func (p *Packet) SACKPermitted() bool
-func (p *Packet) Timestamps() (val, ecr uint32, ok bool)
-func (p *Packet) NumSACK() int
-func (p *Packet) SACKBlock(i int) (left, right Seq)
-
-// Setters. Each updates the IPv4 and/or TCP checksum incrementally (RFC 1624).
-func (p *Packet) SetSrcIP(ip [4]byte)
-func (p *Packet) SetDstIP(ip [4]byte)
-func (p *Packet) SetSeq(s Seq)
-func (p *Packet) SetAck(s Seq)
-func (p *Packet) SetFlags(f uint8)
-func (p *Packet) SetWindow(w uint16)
-// SetMSS rewrites an existing MSS option; no-op if absent.
-func (p *Packet) SetMSS(mss uint16)
-// SetTimestamps rewrites an existing timestamp option; no-op if absent.
-func (p *Packet) SetTimestamps(val, ecr uint32)
-// SetSACKBlock rewrites block i (0 <= i < NumSACK()).
-func (p *Packet) SetSACKBlock(i int, left, right Seq)
-// TruncateSACK keeps the first n blocks and turns the rest of the option into
-// NOPs (n == 0 removes the option, all its bytes become NOPs); the header
-// length does not change.
-func (p *Packet) TruncateSACK(n int)
-// TrimPayload shortens the segment to n payload bytes (n <= PayloadLen),
-// updating the IPv4 total length and both checksums, and the frame view.
-func (p *Packet) TrimPayload(n int)
-
-// Finish completes the checksums: if the TCP checksum was partial, it is
-// computed in full. Call once after all setters, before transmit.
-func (p *Packet) Finish()
-
-// VerifyChecksums reports whether both the IPv4 header checksum and the TCP
-// checksum (with pseudo-header) are correct. For tests and for Parse(verify).
-func (p *Packet) VerifyChecksums() bool
-
-// Spec describes a segment the gateway synthesises (SYN-ACK, pure ACK, FIN,
-// RST). Options are emitted in Linux's order: MSS, SACK-permitted,
-// timestamps, window scale (with NOP padding to a multiple of 4).
-type Spec struct {
-	SrcMAC, DstMAC   [6]byte // may be zero: the sender fills them
-	Src, Dst         [4]byte
-	SrcPort, DstPort uint16
-	Seq, Ack         Seq
-	Flags            uint8
-	Window           uint16
-	MSS              uint16 // 0: no MSS option
-	WScale           int8   // <0: no window-scale option
-	SACKPermitted    bool
-	HasTS            bool
-	TSval, TSecr     uint32
-	TTL              uint8 // 0 means 64
+func (p *Packet) CopyTo(buf []byte, q *Packet) bool {
+	if len(buf) < len(p.frame) {
+		return false
+	}
+	n := copy(buf, p.frame)
+	*q = *p
+	q.frame = buf[:n]
+	return true
 }
 
-// Build writes the frame described by s into buf (Ethernet header with
-// EtherType IPv4, IPv4 header with DF set, TCP header and options) with full
-// checksums, parses it into p and returns the frame length. buf must hold at
-// least 14+20+60 bytes.
-func Build(buf []byte, s *Spec, p *Packet) int
+// Accessors.
 
-// Checksum returns the ones-complement sum of b folded to 16 bits and added to
-// initial, not complemented. Used to compute IPv4 and TCP checksums.
-func Checksum(b []byte, initial uint32) uint32
+func (p *Packet) SrcIP() [4]byte { return [4]byte(p.frame[ipSrc : ipSrc+4]) }
+func (p *Packet) DstIP() [4]byte { return [4]byte(p.frame[ipDst : ipDst+4]) }
+func (p *Packet) SrcPort() uint16 {
+	return binary.BigEndian.Uint16(p.frame[int(p.tcp)+tcpSrcPort:])
+}
+func (p *Packet) DstPort() uint16 {
+	return binary.BigEndian.Uint16(p.frame[int(p.tcp)+tcpDstPort:])
+}
+func (p *Packet) Seq() Seq     { return Seq(binary.BigEndian.Uint32(p.frame[int(p.tcp)+tcpSeq:])) }
+func (p *Packet) Ack() Seq     { return Seq(binary.BigEndian.Uint32(p.frame[int(p.tcp)+tcpAck:])) }
+func (p *Packet) Flags() uint8 { return p.frame[int(p.tcp)+tcpFlags] }
+func (p *Packet) Window() uint16 {
+	return binary.BigEndian.Uint16(p.frame[int(p.tcp)+tcpWindow:])
+}
+func (p *Packet) Payload() []byte { return p.frame[p.payload:] }
+func (p *Packet) PayloadLen() int { return len(p.frame) - int(p.payload) }
+
+// SegLen is the sequence space the segment occupies: payload + SYN + FIN.
+func (p *Packet) SegLen() uint32 {
+	n := uint32(p.PayloadLen())
+	f := p.Flags()
+	if f&SYN != 0 {
+		n++
+	}
+	if f&FIN != 0 {
+		n++
+	}
+	return n
+}
+
+func (p *Packet) MSS() (uint16, bool) {
+	if p.mss == 0 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint16(p.frame[int(p.mss)+2:]), true
+}
+
+func (p *Packet) WScale() (uint8, bool) {
+	if p.ws == 0 {
+		return 0, false
+	}
+	return p.frame[int(p.ws)+2], true
+}
+
+func (p *Packet) SACKPermitted() bool { return p.sackPerm != 0 }
+
+func (p *Packet) Timestamps() (val, ecr uint32, ok bool) {
+	if p.ts == 0 {
+		return 0, 0, false
+	}
+	o := int(p.ts) + 2
+	return binary.BigEndian.Uint32(p.frame[o:]), binary.BigEndian.Uint32(p.frame[o+4:]), true
+}
+
+func (p *Packet) NumSACK() int { return int(p.nsack) }
+
+// SACKBlock returns block i (0 <= i < NumSACK()).
+func (p *Packet) SACKBlock(i int) (left, right Seq) {
+	o := int(p.sack) + 2 + i*sackBlockLen
+	return Seq(binary.BigEndian.Uint32(p.frame[o:])), Seq(binary.BigEndian.Uint32(p.frame[o+4:]))
+}
