@@ -1,0 +1,32 @@
+# understudy — see README.md.
+GO ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BIN := bin
+
+.PHONY: all build test unit lint demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/understudy ./cmd/understudy
+	$(GO) build -o $(BIN)/usweb ./cmd/usweb
+
+# Unit tests need no privileges; as root the integration tests in network
+# namespaces run too (they skip, saying so, otherwise).
+test: lint build
+	$(GO) test -count=1 -timeout 30m ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+demo: build
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

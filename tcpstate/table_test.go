@@ -1,0 +1,698 @@
+package tcpstate
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"understudy/rewrite"
+)
+
+var (
+	clientIP  = [4]byte{192, 0, 2, 1}
+	vip       = [4]byte{198, 51, 100, 100}
+	primaryIP = [4]byte{10, 1, 0, 10}
+	backupIP  = [4]byte{10, 1, 0, 11}
+)
+
+const (
+	cport = 40000
+	vport = 80
+)
+
+// bed drives one flow through a table and checks every emitted frame.
+type bed struct {
+	t    *testing.T
+	tab  *Table
+	out  *Output
+	now  int64
+	buf  []byte
+	pkt  rewrite.Packet
+	cISN rewrite.Seq
+	pISN rewrite.Seq
+	bISN rewrite.Seq
+}
+
+func newBed(t *testing.T, cISN, pISN, bISN rewrite.Seq) *bed {
+	t.Helper()
+	tab := New(Config{
+		Services: []Service{{VIP: vip, Port: vport}},
+		Servers:  [2][4]byte{primaryIP, backupIP},
+	})
+	return &bed{t: t, tab: tab, out: NewOutput(2048), buf: make([]byte, 2048), now: int64(time.Second),
+		cISN: cISN, pISN: pISN, bISN: bISN}
+}
+
+// seg is one emitted frame, decoded independently of rewrite.
+type seg struct {
+	side    Side
+	ip      *layers.IPv4
+	tcp     *layers.TCP
+	payload []byte
+}
+
+func (s seg) flags() string {
+	var b bytes.Buffer
+	for _, f := range []struct {
+		on bool
+		c  byte
+	}{{s.tcp.SYN, 'S'}, {s.tcp.ACK, 'A'}, {s.tcp.FIN, 'F'}, {s.tcp.RST, 'R'}, {s.tcp.PSH, 'P'}} {
+		if f.on {
+			b.WriteByte(f.c)
+		}
+	}
+	return b.String()
+}
+
+func (s seg) ts() (val, ecr uint32, ok bool) {
+	for _, o := range s.tcp.Options {
+		if o.OptionType == layers.TCPOptionKindTimestamps && len(o.OptionData) == 8 {
+			d := o.OptionData
+			return be32(d[0:4]), be32(d[4:8]), true
+		}
+	}
+	return 0, 0, false
+}
+
+func (s seg) opt(kind layers.TCPOptionKind) ([]byte, bool) {
+	for _, o := range s.tcp.Options {
+		if o.OptionType == kind {
+			return o.OptionData, true
+		}
+	}
+	return nil, false
+}
+
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// decode re-decodes a frame with gopacket and checks both checksums by
+// serialising the decoded layers again with checksums computed.
+func decode(t *testing.T, o Out) seg {
+	t.Helper()
+	pk := gopacket.NewPacket(o.Frame, layers.LayerTypeEthernet, gopacket.Default)
+	ipL, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	tcpL, _ := pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if ipL == nil || tcpL == nil {
+		t.Fatalf("emitted frame does not decode as IPv4/TCP: %v", pk)
+	}
+	wantIP, wantTCP := ipL.Checksum, tcpL.Checksum
+	ip2, tcp2 := *ipL, *tcpL
+	if err := tcp2.SetNetworkLayerForChecksum(&ip2); err != nil {
+		t.Fatal(err)
+	}
+	sb := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: false},
+		&ip2, &tcp2, gopacket.Payload(tcpL.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	re := gopacket.NewPacket(sb.Bytes(), layers.LayerTypeIPv4, gopacket.Default)
+	gotIP := re.Layer(layers.LayerTypeIPv4).(*layers.IPv4).Checksum
+	gotTCP := re.Layer(layers.LayerTypeTCP).(*layers.TCP).Checksum
+	if gotIP != wantIP || gotTCP != wantTCP {
+		t.Fatalf("bad checksums: ip %#04x want %#04x, tcp %#04x want %#04x", wantIP, gotIP, wantTCP, gotTCP)
+	}
+	if int(ipL.Length) != len(o.Frame)-rewrite.EthLen {
+		t.Fatalf("IPv4 total length %d, frame carries %d", ipL.Length, len(o.Frame)-rewrite.EthLen)
+	}
+	return seg{side: o.Side, ip: ipL, tcp: tcpL, payload: tcpL.Payload}
+}
+
+func (b *bed) feed(fromClient bool, s rewrite.Spec, payload []byte) []seg {
+	b.t.Helper()
+	n := rewrite.Build(b.buf, &s, &b.pkt)
+	if len(payload) > 0 {
+		n = withPayload(b.t, b.buf, n, payload)
+	}
+	if r := b.pkt.Parse(b.buf[:n], false, true); r != rewrite.OK {
+		b.t.Fatalf("test frame rejected: %v", r)
+	}
+	b.out.Reset()
+	if fromClient {
+		b.tab.HandleClient(b.now, &b.pkt, b.out)
+	} else {
+		b.tab.HandleServer(b.now, &b.pkt, b.out)
+	}
+	return b.collect()
+}
+
+func (b *bed) collect() []seg {
+	var segs []seg
+	for _, o := range b.out.Frames {
+		segs = append(segs, decode(b.t, o))
+	}
+	return segs
+}
+
+func (b *bed) tick(d time.Duration) []seg {
+	b.now += int64(d)
+	b.out.Reset()
+	b.tab.Tick(b.now, b.out)
+	return b.collect()
+}
+
+// withPayload appends payload to a built frame and fixes lengths and
+// checksums with gopacket, returning the new frame length.
+func withPayload(t *testing.T, buf []byte, n int, payload []byte) int {
+	t.Helper()
+	pk := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
+	eth := pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	ip := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	tcp := pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	tcp.SetNetworkLayerForChecksum(ip)
+	sb := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true},
+		eth, ip, tcp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return copy(buf, sb.Bytes())
+}
+
+// Specs for the three parties.
+func (b *bed) fromClient(seq, ack rewrite.Seq, flags uint8, tsval, tsecr uint32) rewrite.Spec {
+	return rewrite.Spec{Src: clientIP, Dst: vip, SrcPort: cport, DstPort: vport, Seq: seq, Ack: ack,
+		Flags: flags, Window: 1000, WScale: -1, HasTS: true, TSval: tsval, TSecr: tsecr}
+}
+
+func (b *bed) fromServer(ip [4]byte, seq, ack rewrite.Seq, flags uint8, win uint16, tsval, tsecr uint32) rewrite.Spec {
+	return rewrite.Spec{Src: ip, Dst: clientIP, SrcPort: vport, DstPort: cport, Seq: seq, Ack: ack,
+		Flags: flags, Window: win, WScale: -1, HasTS: true, TSval: tsval, TSecr: tsecr}
+}
+
+const (
+	cTS0 = 7000       // client's clock
+	pTS0 = 0xFFFFFF00 // primary's clock, about to wrap
+	bTS0 = 123456     // backup's clock
+)
+
+// handshake runs SYN, both SYN-ACKs and the client's ACK, checking each step.
+// Client window scale 7; primary 7, backup 9.
+func (b *bed) handshake() {
+	t := b.t
+	t.Helper()
+	syn := b.fromClient(b.cISN, 0, rewrite.SYN|rewrite.ECE|rewrite.CWR, cTS0, 0)
+	syn.MSS, syn.WScale, syn.SACKPermitted = 1460, 7, true
+	out := b.feed(true, syn, nil)
+	if len(out) != 2 {
+		t.Fatalf("SYN: %d frames out, want one per server", len(out))
+	}
+	dsts := map[[4]byte]bool{}
+	for _, s := range out {
+		if s.side != ServerSide || s.flags() != "S" || s.tcp.ECE || s.tcp.CWR {
+			t.Fatalf("SYN forwarded as %s side %d ece %v", s.flags(), s.side, s.tcp.ECE)
+		}
+		dsts[[4]byte(s.ip.DstIP.To4())] = true
+		if [4]byte(s.ip.SrcIP.To4()) != clientIP {
+			t.Fatalf("SYN source rewritten: %v", s.ip.SrcIP)
+		}
+	}
+	if !dsts[primaryIP] || !dsts[backupIP] {
+		t.Fatalf("SYN reached %v, want both servers", dsts)
+	}
+	psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
+	psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
+	if out := b.feed(false, psa, nil); len(out) != 0 {
+		t.Fatalf("primary SYN-ACK reached the client before the backup's: %d frames", len(out))
+	}
+	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+	bsa.MSS, bsa.WScale, bsa.SACKPermitted = 1400, 9, true
+	out = b.feed(false, bsa, nil)
+	if len(out) != 1 {
+		t.Fatalf("backup SYN-ACK: %d frames, want the client's SYN-ACK", len(out))
+	}
+	sa := out[0]
+	if sa.side != ClientSide || sa.flags() != "SA" || [4]byte(sa.ip.SrcIP.To4()) != vip ||
+		rewrite.Seq(sa.tcp.Seq) != b.pISN || rewrite.Seq(sa.tcp.Ack) != b.cISN+1 {
+		t.Fatalf("client SYN-ACK: %s from %v seq %d ack %d", sa.flags(), sa.ip.SrcIP, sa.tcp.Seq, sa.tcp.Ack)
+	}
+	if mss, _ := sa.opt(layers.TCPOptionKindMSS); len(mss) != 2 || int(mss[0])<<8|int(mss[1]) != 1400 {
+		t.Fatalf("MSS announced %v, want the smaller 1400", mss)
+	}
+	if ws, _ := sa.opt(layers.TCPOptionKindWindowScale); len(ws) != 1 || ws[0] != 7 {
+		t.Fatalf("window scale announced %v, want the primary's 7", ws)
+	}
+	if sa.tcp.Window != 64000 {
+		t.Fatalf("SYN-ACK window %d, want the smaller 64000", sa.tcp.Window)
+	}
+	if v, e, ok := sa.ts(); !ok || v != pTS0 || e != cTS0 {
+		t.Fatalf("SYN-ACK timestamps %d/%d, want %d/%d", v, e, uint32(pTS0), cTS0)
+	}
+	out = b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+1, pTS0), nil)
+	p, bk := b.split(out)
+	if rewrite.Seq(p.tcp.Ack) != b.pISN+1 || rewrite.Seq(bk.tcp.Ack) != b.bISN+1 {
+		t.Fatalf("handshake ACK: primary ack %d want %d, backup ack %d want %d", p.tcp.Ack, b.pISN+1, bk.tcp.Ack, b.bISN+1)
+	}
+	if _, e, _ := bk.ts(); e != bTS0 {
+		t.Fatalf("backup's TSecr %d, want its own SYN-ACK TSval %d", e, bTS0)
+	}
+	if _, e, _ := p.ts(); e != pTS0 {
+		t.Fatalf("primary's TSecr %d, want %d", e, uint32(pTS0))
+	}
+	if st := b.flow().State(); st != StateEstablished {
+		t.Fatalf("state %v after handshake", st)
+	}
+}
+
+// split expects one frame to each server and returns (primary, backup).
+func (b *bed) split(out []seg) (p, bk seg) {
+	b.t.Helper()
+	if len(out) != 2 {
+		b.t.Fatalf("%d frames out, want one per server", len(out))
+	}
+	for _, s := range out {
+		switch [4]byte(s.ip.DstIP.To4()) {
+		case primaryIP:
+			p = s
+		case backupIP:
+			bk = s
+		default:
+			b.t.Fatalf("frame to %v", s.ip.DstIP)
+		}
+		if s.side != ServerSide {
+			b.t.Fatalf("frame to a server on the client side")
+		}
+	}
+	return p, bk
+}
+
+func (b *bed) flow() *Flow {
+	return b.tab.Lookup(Key{Client: clientIP, CPort: cport, VIP: vip, VPort: vport})
+}
+
+// isns covers sequence numbers far from, near and across 2^32.
+var isns = []struct {
+	name             string
+	cISN, pISN, bISN rewrite.Seq
+}{
+	{"low", 1000, 5000, 900000},
+	{"client wraps", 0xFFFFFFF0, 3000000000, 12},
+	{"primary wraps", 77, 0xFFFFFFF8, 0x7FFFFFFF},
+	{"backup wraps", 0x80000000, 1, 0xFFFFFFFF},
+}
+
+func TestHandshakeGating(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			if f := b.flow(); f.Protection() != Protected {
+				t.Fatalf("flow unprotected: %s", f.why)
+			}
+		})
+	}
+}
+
+func TestSynAckTimeoutLeavesFlowUnprotected(t *testing.T) {
+	b := newBed(t, 10, 20, 30)
+	syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
+	b.feed(true, syn, nil)
+	psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
+	if out := b.feed(false, psa, nil); len(out) != 0 {
+		t.Fatal("SYN-ACK released without the backup's")
+	}
+	if out := b.tick(10 * time.Millisecond); len(out) != 0 {
+		t.Fatal("SYN-ACK released before the bound")
+	}
+	out := b.tick(50 * time.Millisecond)
+	var sa, rst int
+	for _, s := range out {
+		switch {
+		case s.side == ClientSide && s.flags() == "SA":
+			sa++
+		case s.side == ServerSide && s.flags() == "R" && [4]byte(s.ip.DstIP.To4()) == backupIP &&
+			rewrite.Seq(s.tcp.Seq) == b.cISN+1:
+			rst++
+		}
+	}
+	if sa != 1 || rst != 1 {
+		t.Fatalf("after the bound: %d SYN-ACKs to the client, %d RSTs to the backup; want 1 and 1", sa, rst)
+	}
+	if f := b.flow(); f.Protection() != Unprotected || b.tab.Stats.Counters[SynAckTimeouts] != 1 {
+		t.Fatalf("flow %v, timeouts %d", f.Protection(), b.tab.Stats.Counters[SynAckTimeouts])
+	}
+	// A late backup SYN-ACK no longer belongs to the flow.
+	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+	if out := b.feed(false, bsa, nil); len(out) != 0 {
+		t.Fatalf("late backup SYN-ACK produced %d frames", len(out))
+	}
+}
+
+func TestOptionMismatchUnprotects(t *testing.T) {
+	b := newBed(t, 10, 20, 30)
+	syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
+	syn.WScale = 7
+	b.feed(true, syn, nil)
+	psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
+	psa.WScale = 7
+	b.feed(false, psa, nil)
+	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+	out := b.feed(false, bsa, nil) // no window scale: cannot be reconciled
+	var sa int
+	for _, s := range out {
+		if s.side == ClientSide && s.flags() == "SA" {
+			sa++
+		}
+	}
+	if sa != 1 || b.flow().Protection() != Unprotected || b.tab.Stats.Counters[OptionMismatches] != 1 {
+		t.Fatalf("mismatch: %d SYN-ACKs, protection %v", sa, b.flow().Protection())
+	}
+}
+
+// TestDataGating walks a request and a reply: the client sees the primary's
+// bytes with acks and windows no leg is behind, and the backup's bytes are
+// acknowledged only once the client acknowledged the same offset.
+func TestDataGating(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			req := bytes.Repeat([]byte("r"), 100)
+			out := b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), req)
+			p, bk := b.split(out)
+			if !bytes.Equal(p.payload, req) || !bytes.Equal(bk.payload, req) {
+				t.Fatal("request bytes altered")
+			}
+			// The primary acknowledges and answers at once; the backup lags.
+			reply := bytes.Repeat([]byte("x"), 1000)
+			out = b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+5, cTS0+2), reply)
+			if len(out) != 1 || out[0].side != ClientSide {
+				t.Fatalf("primary reply: %d frames", len(out))
+			}
+			r := out[0]
+			if rewrite.Seq(r.tcp.Ack) != b.cISN+1 {
+				t.Fatalf("client shown ack %d, want %d: the backup has not acknowledged the request", r.tcp.Ack, b.cISN+1)
+			}
+			// Backup's window so far: its SYN-ACK's 64000 unscaled from cISN+1.
+			// Primary's: 500<<7 = 64000 from cISN+101. Gated right edge = cISN+1+64000.
+			if got := uint32(r.tcp.Window) << 7; got > 64000 || got < 64000-128 {
+				t.Fatalf("window %d<<7 = %d, want about 64000", r.tcp.Window, got)
+			}
+			if [4]byte(r.ip.SrcIP.To4()) != vip || rewrite.Seq(r.tcp.Seq) != b.pISN+1 || !bytes.Equal(r.payload, reply) {
+				t.Fatalf("reply rewritten wrongly: from %v seq %d", r.ip.SrcIP, r.tcp.Seq)
+			}
+			if v, _, _ := r.ts(); v != pTS0+5 {
+				t.Fatalf("primary TSval altered: %d", v)
+			}
+			// The primary's pure ACK that gating hides is not forwarded.
+			out = b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+101, rewrite.ACK, 600, pTS0+6, cTS0+2), nil)
+			if len(out) != 0 || b.tab.Stats.Counters[AcksSuppressed] != 1 {
+				t.Fatalf("hidden primary ACK: %d frames out", len(out))
+			}
+			// The backup's data arrives before the client acknowledged anything:
+			// the gateway must not acknowledge it.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 125, bTS0+3, cTS0+2), reply[:600])
+			var toClient []seg
+			for _, s := range out {
+				if s.side == ServerSide {
+					t.Fatalf("gateway acknowledged backup data the client has not acknowledged: ack %d", s.tcp.Ack)
+				}
+				toClient = append(toClient, s)
+			}
+			// Its ack of the request releases the gated ack to the client.
+			if len(toClient) != 1 || rewrite.Seq(toClient[0].tcp.Ack) != b.cISN+101 || len(toClient[0].payload) != 0 {
+				t.Fatalf("backup's ack released %d frames to the client", len(toClient))
+			}
+			// Right edges: primary 101+600<<7, backup 101+125<<9=64000: gated = 101+64000.
+			if got := uint32(toClient[0].tcp.Window) << 7; got > 64000 || got < 64000-128 {
+				t.Fatalf("released window %d", got)
+			}
+			if v, _, _ := toClient[0].ts(); v != pTS0+6 {
+				t.Fatalf("synthesised ACK TSval %d, want the primary's latest %d", v, uint32(pTS0+6))
+			}
+			if rewrite.Seq(toClient[0].tcp.Seq) != b.pISN+1001 {
+				t.Fatalf("synthesised ACK seq %d, want %d", toClient[0].tcp.Seq, b.pISN+1001)
+			}
+			// The client acknowledges all 1000 bytes of the primary's reply; the
+			// backup has sent only 600: its ack is clamped.
+			out = b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+5), nil)
+			p, bk = b.split(out)
+			if rewrite.Seq(p.tcp.Ack) != b.pISN+1001 {
+				t.Fatalf("primary ack %d", p.tcp.Ack)
+			}
+			if rewrite.Seq(bk.tcp.Ack) != b.bISN+601 || b.tab.Stats.Counters[AcksClamped] == 0 {
+				t.Fatalf("backup ack %d, want clamped to %d", bk.tcp.Ack, b.bISN+601)
+			}
+			if _, e, _ := bk.ts(); e != bTS0+3 {
+				t.Fatalf("backup TSecr %d, want %d (translated, clamped to its latest)", e, bTS0+3)
+			}
+			// The rest of the backup's reply appears: the gateway acknowledges it.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+601, b.cISN+101, rewrite.ACK|rewrite.PSH, 125, bTS0+4, cTS0+2), reply[600:])
+			var acks []seg
+			for _, s := range out {
+				if s.side == ServerSide {
+					acks = append(acks, s)
+				} else {
+					t.Fatalf("backup bytes reached the client: %d bytes", len(s.payload))
+				}
+			}
+			if len(acks) != 1 || rewrite.Seq(acks[0].tcp.Ack) != b.bISN+1001 || [4]byte(acks[0].ip.DstIP.To4()) != backupIP ||
+				[4]byte(acks[0].ip.SrcIP.To4()) != clientIP || rewrite.Seq(acks[0].tcp.Seq) != b.cISN+101 {
+				t.Fatalf("gateway ACK to the backup: %+v", acks)
+			}
+			if v, e, _ := acks[0].ts(); v != cTS0+3 || e != bTS0+4 {
+				t.Fatalf("gateway ACK timestamps %d/%d", v, e)
+			}
+		})
+	}
+}
+
+func TestSACKTranslation(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			data := bytes.Repeat([]byte("y"), 1000)
+			for i := 0; i < 3; i++ {
+				b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(i*1000), b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), data)
+			}
+			// The client lost the primary's first segment and SACKs the next two.
+			s := b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+2, pTS0)
+			out := b.feedSACK(s, [][2]rewrite.Seq{{b.pISN + 1001, b.pISN + 3001}, {b.pISN + 4001, b.pISN + 5001}})
+			p, bk := b.split(out)
+			if got := sackBlocks(p); len(got) != 2 || got[0] != [2]uint32{uint32(b.pISN + 1001), uint32(b.pISN + 3001)} {
+				t.Fatalf("primary SACK altered: %v", got)
+			}
+			// For the backup: the first block moves into its space; the second
+			// covers bytes it never sent and goes.
+			got := sackBlocks(bk)
+			if len(got) != 1 || got[0] != [2]uint32{uint32(b.bISN + 1001), uint32(b.bISN + 3001)} {
+				t.Fatalf("backup SACK %v, want [[%d %d]]", got, uint32(b.bISN+1001), uint32(b.bISN+3001))
+			}
+		})
+	}
+}
+
+func (b *bed) feedSACK(s rewrite.Spec, blocks [][2]rewrite.Seq) []seg {
+	b.t.Helper()
+	// Build with gopacket: rewrite.Build makes no SACK blocks.
+	var opts []layers.TCPOption
+	if s.HasTS {
+		d := make([]byte, 8)
+		put32(d[0:], s.TSval)
+		put32(d[4:], s.TSecr)
+		opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop},
+			layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: d})
+	}
+	d := make([]byte, 8*len(blocks))
+	for i, bl := range blocks {
+		put32(d[8*i:], uint32(bl[0]))
+		put32(d[8*i+4:], uint32(bl[1]))
+	}
+	opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop},
+		layers.TCPOption{OptionType: layers.TCPOptionKindSACK, OptionLength: uint8(2 + len(d)), OptionData: d})
+	eth := &layers.Ethernet{EthernetType: layers.EthernetTypeIPv4, SrcMAC: make([]byte, 6), DstMAC: make([]byte, 6)}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: s.Src[:], DstIP: s.Dst[:]}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.SrcPort), DstPort: layers.TCPPort(s.DstPort), Seq: uint32(s.Seq), Ack: uint32(s.Ack),
+		ACK: true, Window: s.Window, Options: opts}
+	tcp.SetNetworkLayerForChecksum(ip)
+	sb := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
+		b.t.Fatal(err)
+	}
+	n := copy(b.buf, sb.Bytes())
+	if r := b.pkt.Parse(b.buf[:n], false, true); r != rewrite.OK {
+		b.t.Fatalf("SACK frame rejected: %v", r)
+	}
+	b.out.Reset()
+	b.tab.HandleClient(b.now, &b.pkt, b.out)
+	return b.collect()
+}
+
+func put32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+
+func sackBlocks(s seg) [][2]uint32 {
+	d, ok := s.opt(layers.TCPOptionKindSACK)
+	if !ok {
+		return nil
+	}
+	var out [][2]uint32
+	for i := 0; i+8 <= len(d); i += 8 {
+		out = append(out, [2]uint32{be32(d[i:]), be32(d[i+4:])})
+	}
+	return out
+}
+
+// TestFinAgreement: the primary's FIN reaches the client only once the
+// backup has closed at the same offset.
+func TestFinAgreement(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			body := []byte("hello")
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK|rewrite.FIN, 500, pTS0+1, cTS0), body)
+			if len(out) != 1 || out[0].tcp.FIN || !bytes.Equal(out[0].payload, body) {
+				t.Fatalf("primary FIN with data: %d frames, fin %v", len(out), len(out) > 0 && out[0].tcp.FIN)
+			}
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK|rewrite.FIN, 125, bTS0+1, cTS0), body)
+			var fin []seg
+			for _, s := range out {
+				if s.side == ClientSide && s.tcp.FIN {
+					fin = append(fin, s)
+				}
+			}
+			if len(fin) != 1 || rewrite.Seq(fin[0].tcp.Seq) != b.pISN+6 {
+				t.Fatalf("FIN to the client after agreement: %d, seq %v", len(fin), fin)
+			}
+			// The client acknowledges the FIN and closes too.
+			out = b.feed(true, b.fromClient(b.cISN+1, b.pISN+7, rewrite.ACK|rewrite.FIN, cTS0+1, pTS0+1), nil)
+			p, bk := b.split(out)
+			if rewrite.Seq(p.tcp.Ack) != b.pISN+7 || rewrite.Seq(bk.tcp.Ack) != b.bISN+7 {
+				t.Fatalf("FIN acks: primary %d backup %d", p.tcp.Ack, bk.tcp.Ack)
+			}
+			b.feed(false, b.fromServer(primaryIP, b.pISN+7, b.cISN+2, rewrite.ACK, 500, pTS0+2, cTS0+1), nil)
+			b.feed(false, b.fromServer(backupIP, b.bISN+7, b.cISN+2, rewrite.ACK, 125, bTS0+2, cTS0+1), nil)
+			if st := b.flow().State(); st != StateTimeWait {
+				t.Fatalf("state %v after both directions closed", st)
+			}
+			b.tick(31 * time.Second)
+			if b.tab.Len() != 0 {
+				t.Fatal("TIME_WAIT flow not expired")
+			}
+		})
+	}
+}
+
+func TestFinMismatchUnprotects(t *testing.T) {
+	b := newBed(t, 1, 2, 3)
+	b.handshake()
+	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK|rewrite.FIN, 125, bTS0+1, cTS0), []byte("abc"))
+	out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK|rewrite.FIN, 500, pTS0+1, cTS0), []byte("hello"))
+	var fin, rst int
+	for _, s := range out {
+		if s.side == ClientSide && s.tcp.FIN {
+			fin++
+		}
+		if s.side == ServerSide && s.tcp.RST {
+			rst++
+		}
+	}
+	if fin != 1 || rst != 1 || b.flow().Protection() != Unprotected {
+		t.Fatalf("FIN mismatch: %d FINs to the client, %d RSTs to the backup, %v", fin, rst, b.flow().Protection())
+	}
+}
+
+func TestResets(t *testing.T) {
+	b := newBed(t, 100, 200, 300)
+	b.handshake()
+	// A blind client RST far outside the window is ignored.
+	if out := b.feed(true, b.fromClient(b.cISN+1+1<<30, 0, rewrite.RST, cTS0, 0), nil); len(out) != 0 {
+		t.Fatalf("off-window RST forwarded")
+	}
+	if b.tab.Stats.Drops[DropOffWindowRST] != 1 {
+		t.Fatal("off-window RST not counted")
+	}
+	// A primary RST is held while the backup lives.
+	if out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, 0, rewrite.RST, 0, 0, 0), nil); len(out) != 0 {
+		t.Fatalf("primary RST forwarded while the backup lives")
+	}
+	if b.tab.Stats.Counters[PrimaryRSTs] != 1 || !b.flow().primaryRST {
+		t.Fatal("primary RST not recorded as a failure signal")
+	}
+	// An in-window client RST ends the flow on both legs.
+	out := b.feed(true, b.fromClient(b.cISN+1, 0, rewrite.RST, cTS0, 0), nil)
+	p, bk := b.split(out)
+	if !p.tcp.RST || !bk.tcp.RST {
+		t.Fatal("client RST not sent to both servers")
+	}
+	if b.flow().State() != StateClosed {
+		t.Fatal("flow not closed by client RST")
+	}
+}
+
+func TestCaps(t *testing.T) {
+	tab := New(Config{Services: []Service{{VIP: vip, Port: vport}}, Servers: [2][4]byte{primaryIP, backupIP}, MaxHalfOpen: 3})
+	out := NewOutput(2048)
+	buf := make([]byte, 2048)
+	var p rewrite.Packet
+	for i := 0; i < 5; i++ {
+		s := rewrite.Spec{Src: clientIP, Dst: vip, SrcPort: uint16(1000 + i), DstPort: vport, Seq: 1, Flags: rewrite.SYN, WScale: -1}
+		n := rewrite.Build(buf, &s, &p)
+		p.Parse(buf[:n], false, true)
+		out.Reset()
+		tab.HandleClient(0, &p, out)
+	}
+	if tab.Len() != 3 || tab.Stats.Drops[DropHalfOpenCap] != 2 {
+		t.Fatalf("half-open cap: %d flows, %d drops", tab.Len(), tab.Stats.Drops[DropHalfOpenCap])
+	}
+	out.Reset()
+	tab.Tick(int64(11*time.Second), out)
+	if tab.Len() != 0 || tab.HalfOpen() != 0 {
+		t.Fatalf("half-open flows not expired: %d (%d half-open)", tab.Len(), tab.HalfOpen())
+	}
+}
+
+// TestNoAllocsPerSegment: the steady-state per-segment path allocates nothing.
+func TestNoAllocsPerSegment(t *testing.T) {
+	b := newBed(t, 1, 2, 3)
+	b.handshake()
+	cli, srv := b.frames()
+	allocs := testing.AllocsPerRun(1000, func() { b.step(cli, srv) })
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per client+server segment, want 0", allocs)
+	}
+}
+
+func BenchmarkSegment(bb *testing.B) {
+	t := &testing.T{}
+	b := newBed(t, 1, 2, 3)
+	b.handshake()
+	cli, srv := b.frames()
+	bb.ReportAllocs()
+	bb.ResetTimer()
+	for i := 0; i < bb.N; i++ {
+		b.step(cli, srv)
+	}
+}
+
+// frames builds a client data segment and a primary data segment to replay.
+func (b *bed) frames() (cli, srv []byte) {
+	data := bytes.Repeat([]byte("d"), 1400)
+	s := b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+1, pTS0)
+	n := rewrite.Build(b.buf, &s, &b.pkt)
+	n = withPayload(b.t, b.buf, n, data)
+	cli = append([]byte(nil), b.buf[:n]...)
+	s = b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0+1)
+	n = rewrite.Build(b.buf, &s, &b.pkt)
+	n = withPayload(b.t, b.buf, n, data)
+	srv = append([]byte(nil), b.buf[:n]...)
+	return cli, srv
+}
+
+// step replays one segment each way, as the datapath would.
+func (b *bed) step(cli, srv []byte) {
+	copy(b.buf, cli)
+	b.pkt.Parse(b.buf[:len(cli)], false, false)
+	b.out.Reset()
+	b.tab.HandleClient(b.now, &b.pkt, b.out)
+	copy(b.buf, srv)
+	b.pkt.Parse(b.buf[:len(srv)], false, false)
+	b.out.Reset()
+	b.tab.HandleServer(b.now, &b.pkt, b.out)
+}
