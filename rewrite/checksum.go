@@ -56,15 +56,31 @@ func fold64(s uint64) uint16 {
 	return uint16(s)
 }
 
+// fold32 folds a 32-bit ones-complement sum to 16 bits: two end-around
+// carries suffice for any uint32.
+func fold32(s uint32) uint16 {
+	s = (s & 0xffff) + (s >> 16)
+	s = (s & 0xffff) + (s >> 16)
+	return uint16(s)
+}
+
 // sum32 is the ones-complement sum of the two 16-bit halves of v.
-func sum32(v uint32) uint16 {
-	return fold64(uint64(v>>16) + uint64(v&0xffff))
+func sum32(v uint32) uint16 { return fold32(v>>16 + v&0xffff) }
+
+// sumWords is the folded sum of an even-length span of a header: a plain
+// word loop beats Checksum's setup for the few bytes an option holds.
+// len(b) must be even and below 2^17 so the uint32 cannot overflow.
+func sumWords(b []byte) uint16 {
+	var s uint32
+	for ; len(b) >= 2; b = b[2:] {
+		s += uint32(b[0])<<8 | uint32(b[1])
+	}
+	return fold32(s)
 }
 
 // csumAdjust updates checksum hc for data whose ones-complement sum changed
 // from old to new: RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'). old and new may
 // each be the sum of several words (negation distributes over the sum).
 func csumAdjust(hc, old, new uint16) uint16 {
-	s := uint64(^hc) + uint64(^old) + uint64(new)
-	return ^fold64(s)
+	return ^fold32(uint32(^hc) + uint32(^old) + uint32(new))
 }

@@ -65,11 +65,7 @@ func (p *Packet) SetTimestamps(val, ecr uint32) {
 	if p.ts == 0 {
 		return
 	}
-	o := int(p.ts) + 2
-	old := p.spanSum(o, 8)
-	binary.BigEndian.PutUint32(p.frame[o:], val)
-	binary.BigEndian.PutUint32(p.frame[o+4:], ecr)
-	p.adjustTCP(old, p.spanSum(o, 8))
+	p.setPair(int(p.ts)+2, val, ecr)
 }
 
 // SetSACKBlock rewrites block i (0 <= i < NumSACK()). An out-of-range i is
@@ -78,11 +74,26 @@ func (p *Packet) SetSACKBlock(i int, left, right Seq) {
 	if i < 0 || i >= int(p.nsack) {
 		return
 	}
-	o := int(p.sack) + 2 + i*sackBlockLen
-	old := p.spanSum(o, sackBlockLen)
-	binary.BigEndian.PutUint32(p.frame[o:], uint32(left))
-	binary.BigEndian.PutUint32(p.frame[o+4:], uint32(right))
-	p.adjustTCP(old, p.spanSum(o, sackBlockLen))
+	p.setPair(int(p.sack)+2+i*sackBlockLen, uint32(left), uint32(right))
+}
+
+// setPair writes two 32-bit option values at frame offset o, keeping the TCP
+// checksum.
+func (p *Packet) setPair(o int, a, b uint32) {
+	f := p.frame[o : o+8]
+	if o&1 != 0 {
+		old := p.spanSum(o, 8)
+		binary.BigEndian.PutUint32(f, a)
+		binary.BigEndian.PutUint32(f[4:], b)
+		p.adjustTCP(old, p.spanSum(o, 8))
+		return
+	}
+	// Word-aligned, the usual case (Linux pads options with NOPs): the
+	// values are whole checksum words.
+	old := fold32(uint32(sum32(binary.BigEndian.Uint32(f))) + uint32(sum32(binary.BigEndian.Uint32(f[4:]))))
+	binary.BigEndian.PutUint32(f, a)
+	binary.BigEndian.PutUint32(f[4:], b)
+	p.adjustTCP(old, fold32(uint32(sum32(a))+uint32(sum32(b))))
 }
 
 // TruncateSACK keeps the first n blocks and turns the rest of the option into
@@ -162,7 +173,7 @@ func (p *Packet) fullTCPChecksum() {
 // not be word-aligned, and the TCP checksum sums words from the (even) TCP
 // header start, so the span is widened to even bounds.
 func (p *Packet) spanSum(off, n int) uint16 {
-	return uint16(Checksum(p.frame[off&^1:(off+n+1)&^1], 0))
+	return sumWords(p.frame[off&^1 : (off+n+1)&^1])
 }
 
 func (p *Packet) adjustIP(old, new uint16) {
