@@ -1,0 +1,320 @@
+// Package testbed is the Go harness for understudy's integration tests. It
+// brings up the network-namespace testbed of scripts/testbed.sh (client,
+// gateway host, LAN bridge, primary and backup web servers), starts the
+// gateway, drives real clients (curl, wrk), captures packets on the client
+// side, reads the servers' logs and injects faults.
+//
+// Everything needs root; Up skips the test otherwise. One Bed exists at a
+// time in a process: Up waits for the previous test's Bed to be torn down.
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Addresses and interfaces of the topology (scripts/testbed.sh).
+const (
+	VIP             = "10.77.0.100"
+	Port            = 80
+	ClientIP        = "10.77.1.2"
+	GatewayClientIP = "10.77.1.1"
+	GatewayServerIP = "10.77.2.1"
+	PrimaryIP       = "10.77.2.10"
+	BackupIP        = "10.77.2.11"
+	ClientIface     = "cli0" // the gateway's client-side interface
+	ServerIface     = "srv0" // the gateway's server-side interface
+)
+
+// Server names one of the two web servers; it is also the name of its port
+// on the LAN bridge and of its state directory.
+type Server string
+
+// The two servers.
+const (
+	Pri Server = "pri"
+	Bak Server = "bak"
+)
+
+// IP is the server's address.
+func (s Server) IP() string {
+	if s == Bak {
+		return BackupIP
+	}
+	return PrimaryIP
+}
+
+// Options choose what Up builds.
+type Options struct {
+	// Kernel installs the host-kernel reference: nftables DNAT of the VIP to
+	// the primary in the gateway namespace, so the VIP works with no gateway.
+	Kernel bool
+	// Huge also creates the 256 MiB huge.bin.
+	Huge bool
+	// NoNginx serves everything with usweb even when nginx is installed.
+	NoNginx bool
+}
+
+// Bed is one running testbed.
+type Bed struct {
+	Prefix string // namespace prefix (env US_PREFIX, default "ust")
+	Dir    string // state directory (env US_DIR, default /tmp/understudy-testbed-<prefix>)
+	Root   string // repository root
+	Nginx  bool   // nginx fronts usweb on the servers (else usweb serves :80)
+
+	t    testing.TB
+	opts Options
+}
+
+// SkipMessage is the reason tests skip when not run as root.
+const SkipMessage = "needs root: integration tests build network namespaces; run as root (CI does)"
+
+// tools maps each external command the harness uses to its Debian package.
+var tools = map[string]string{
+	"ip": "iproute2", "bridge": "iproute2", "nstat": "iproute2",
+	"ethtool": "ethtool", "curl": "curl", "wrk": "wrk", "tcpdump": "tcpdump",
+	"nft": "nftables", "iptables": "iptables", "bash": "bash", "go": "golang-go",
+}
+
+// RequireTool fails the test when name is not installed, saying how to get it.
+func RequireTool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		pkg := tools[name]
+		if pkg == "" {
+			pkg = name
+		}
+		t.Fatalf("%s is not installed: apt-get install -y %s", name, pkg)
+	}
+}
+
+var (
+	bedMu     sync.Mutex
+	activeBed testing.TB // test holding bedMu, to catch a second Up in the same test
+	activeMu  sync.Mutex
+)
+
+// Up builds the testbed and registers its teardown with t.Cleanup.
+func Up(t testing.TB, opts Options) *Bed {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip(SkipMessage)
+	}
+	for _, name := range []string{"bash", "ip", "bridge", "ethtool", "curl"} {
+		RequireTool(t, name)
+	}
+	if opts.Kernel {
+		RequireTool(t, "nft")
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	usweb := binary(t, root, "usweb")
+
+	activeMu.Lock()
+	if activeBed == t {
+		activeMu.Unlock()
+		t.Fatal("testbed.Up called twice in one test")
+	}
+	activeMu.Unlock()
+	bedMu.Lock()
+	activeMu.Lock()
+	activeBed = t
+	activeMu.Unlock()
+
+	b := &Bed{
+		Prefix: envOr("US_PREFIX", "ust"),
+		Root:   root,
+		t:      t,
+		opts:   opts,
+	}
+	b.Dir = envOr("US_DIR", "/tmp/understudy-testbed-"+b.Prefix)
+	// Registered before "up" runs so that a half-built bed is torn down too.
+	t.Cleanup(func() {
+		defer func() {
+			activeMu.Lock()
+			activeBed = nil
+			activeMu.Unlock()
+			bedMu.Unlock()
+		}()
+		if t.Failed() {
+			b.logDiagnostics()
+		}
+		if out, err := b.script(usweb, "down"); err != nil {
+			t.Errorf("testbed down: %v\n%s", err, out)
+		}
+	})
+
+	args := []string{"up"}
+	if opts.Kernel {
+		args = append(args, "--mode", "kernel")
+	}
+	if opts.Huge {
+		args = append(args, "--huge")
+	}
+	if opts.NoNginx {
+		args = append(args, "--no-nginx")
+	}
+	start := time.Now()
+	out, err := b.script(usweb, args...)
+	if err != nil {
+		t.Fatalf("testbed up: %v\n%s", err, out)
+	}
+	ws, _ := os.ReadFile(filepath.Join(b.Dir, "webserver"))
+	b.Nginx = strings.TrimSpace(string(ws)) == "nginx"
+	t.Logf("testbed up in %v (prefix %s, dir %s, nginx %v)", time.Since(start).Round(time.Millisecond), b.Prefix, b.Dir, b.Nginx)
+	return b
+}
+
+func (b *Bed) script(usweb string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(b.Root, "scripts", "testbed.sh")}, args...)...)
+	cmd.Env = append(os.Environ(), "US_PREFIX="+b.Prefix, "US_DIR="+b.Dir, "US_USWEB="+usweb)
+	return cmd.CombinedOutput()
+}
+
+// logDiagnostics logs the tails of the servers' and the gateway's logs.
+func (b *Bed) logDiagnostics() {
+	for _, f := range []string{"gateway.log", "pri/error.log", "pri/usweb.out", "bak/error.log", "bak/usweb.out"} {
+		if tail := fileTail(filepath.Join(b.Dir, f), 30); tail != "" {
+			b.t.Logf("--- %s (tail):\n%s", f, tail)
+		}
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// RepoRoot walks up from the working directory to the directory holding go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("testbed: go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+var (
+	buildMu   sync.Mutex
+	buildDone = map[string]error{}
+)
+
+// binary returns the path of bin/<name>, built from ./cmd/<name> once per
+// process (go's build cache makes that cheap), or taken as is from $US_BIN.
+func binary(t testing.TB, root, name string) string {
+	t.Helper()
+	if dir := os.Getenv("US_BIN"); dir != "" {
+		return filepath.Join(dir, name)
+	}
+	out := filepath.Join(root, "bin", name)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	err, done := buildDone[name]
+	if !done {
+		RequireTool(t, "go")
+		cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+		cmd.Dir = root
+		if msg, e := cmd.CombinedOutput(); e != nil {
+			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, e, msg)
+		}
+		buildDone[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Namespace names.
+
+func (b *Bed) Client() string  { return b.Prefix + "-cli" }
+func (b *Bed) Gateway() string { return b.Prefix + "-gw" }
+func (b *Bed) LAN() string     { return b.Prefix + "-lan" }
+func (b *Bed) Primary() string { return b.Prefix + "-pri" }
+func (b *Bed) Backup() string  { return b.Prefix + "-bak" }
+
+// NS is the namespace of server s.
+func (b *Bed) NS(s Server) string { return b.Prefix + "-" + string(s) }
+
+// URL is the client's URL of path on the VIP.
+func URL(path string) string { return "http://" + VIP + path }
+
+// Cmd is name args... run inside namespace ns.
+func (b *Bed) Cmd(ns, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// Run runs a command in ns; its error names the command and carries its output.
+func (b *Bed) Run(ns, name string, args ...string) error {
+	_, err := b.Output(ns, name, args...)
+	return err
+}
+
+// Output runs a command in ns and returns its stdout; its error names the
+// command and carries its stderr.
+func (b *Bed) Output(ns, name string, args ...string) (string, error) {
+	cmd := b.Cmd(ns, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("[%s] %s %s: %v: %s", ns, name, strings.Join(args, " "), err,
+			strings.TrimSpace(stderr.String()+"\n"+stdout.String()))
+	}
+	return stdout.String(), nil
+}
+
+// MustRun is Run failing the test on error.
+func (b *Bed) MustRun(ns, name string, args ...string) {
+	b.t.Helper()
+	if err := b.Run(ns, name, args...); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// fileTail is the last n lines of a file, or "" when unreadable.
+func fileTail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// runHost runs a command in the harness's own namespace and returns its stdout.
+func runHost(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
