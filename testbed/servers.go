@@ -234,10 +234,16 @@ func (b *Bed) RestartServer(s Server) {
 
 // LinkDown silently loses server s: its port on the LAN bridge goes down,
 // so nothing reaches it and nothing comes back, as when a host dies.
-func (b *Bed) LinkDown(s Server) { b.t.Helper(); b.MustRun(b.LAN(), "ip", "link", "set", string(s), "down") }
+func (b *Bed) LinkDown(s Server) {
+	b.t.Helper()
+	b.MustRun(b.LAN(), "ip", "link", "set", string(s), "down")
+}
 
 // LinkUp brings server s's LAN port back.
-func (b *Bed) LinkUp(s Server) { b.t.Helper(); b.MustRun(b.LAN(), "ip", "link", "set", string(s), "up") }
+func (b *Bed) LinkUp(s Server) {
+	b.t.Helper()
+	b.MustRun(b.LAN(), "ip", "link", "set", string(s), "up")
+}
 
 // Loss drops each TCP packet entering and leaving namespace ns with the
 // given probability (iptables statistic match: this kernel has no netem).

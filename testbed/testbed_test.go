@@ -309,7 +309,7 @@ func TestHarnessFaults(t *testing.T) {
 	// RST (closed port on the primary) and an ICMP error (the gateway host
 	// has no route to 10.77.3.1).
 	capture := b.StartTcpdump(b.Client(), "eth0", "")
-	if _, err := b.Download("http://"+PrimaryIP+":81/"); err == nil {
+	if _, err := b.Download("http://" + PrimaryIP + ":81/"); err == nil {
 		t.Error("GET from a closed port succeeded")
 	}
 	if _, err := b.Download("http://10.77.3.1/", "--max-time", "1"); err == nil {
