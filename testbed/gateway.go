@@ -114,11 +114,11 @@ func (b *Bed) StartGateway(extraArgs ...string) *Proc {
 	}
 	// For scripts/testbed.sh down, should the test binary die first.
 	_ = os.WriteFile(filepath.Join(b.Dir, "gateway.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	started := false
 	b.t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			b.t.Errorf("gateway exited with %v; log tail:\n%s", err, p.LogTail(40))
-		} else if b.t.Failed() {
-			b.t.Logf("gateway log tail:\n%s", p.LogTail(40))
+		// The bed's own cleanup, which runs next, logs gateway.log on failure.
+		if err := p.Stop(); err != nil && started {
+			b.t.Errorf("gateway exited with %v", err)
 		}
 	})
 
@@ -126,13 +126,14 @@ func (b *Bed) StartGateway(extraArgs ...string) *Proc {
 	for {
 		_, err := b.StatusJSON()
 		if err == nil {
+			started = true
 			return p
 		}
 		if p.Exited() {
-			b.t.Fatalf("gateway exited during start-up (%v); log tail:\n%s", p.Wait(), p.LogTail(40))
+			b.t.Fatalf("gateway exited during start-up (%v)", p.Wait())
 		}
 		if time.Now().After(deadline) {
-			b.t.Fatalf("gateway status did not answer within 10s: %v; log tail:\n%s", err, p.LogTail(40))
+			b.t.Fatalf("gateway status did not answer within 10s: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

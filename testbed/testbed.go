@@ -5,7 +5,8 @@
 // side, reads the servers' logs and injects faults.
 //
 // Everything needs root; Up skips the test otherwise. One Bed exists at a
-// time in a process: Up waits for the previous test's Bed to be torn down.
+// time per prefix, across processes: Up waits for the previous Bed to be torn
+// down.
 package testbed
 
 import (
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -98,10 +100,26 @@ func RequireTool(t testing.TB, name string) {
 }
 
 var (
-	bedMu     sync.Mutex
-	activeBed testing.TB // test holding bedMu, to catch a second Up in the same test
 	activeMu  sync.Mutex
+	activeBed testing.TB // test holding the bed lock, to catch a second Up in one test
 )
+
+// lockBed takes an exclusive flock on a file named after the prefix. Beds
+// with one prefix share namespace names, so only one may exist at a time:
+// the lock serialises them across test processes (go test ./... runs
+// packages in parallel) as well as within one; the kernel drops it when a
+// process dies.
+func lockBed(prefix string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "understudy-testbed-"+prefix+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking the testbed: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
 
 // Up builds the testbed and registers its teardown with t.Cleanup.
 func Up(t testing.TB, opts Options) *Bed {
@@ -121,17 +139,6 @@ func Up(t testing.TB, opts Options) *Bed {
 	}
 	usweb := binary(t, root, "usweb")
 
-	activeMu.Lock()
-	if activeBed == t {
-		activeMu.Unlock()
-		t.Fatal("testbed.Up called twice in one test")
-	}
-	activeMu.Unlock()
-	bedMu.Lock()
-	activeMu.Lock()
-	activeBed = t
-	activeMu.Unlock()
-
 	b := &Bed{
 		Prefix: envOr("US_PREFIX", "ust"),
 		Root:   root,
@@ -139,13 +146,28 @@ func Up(t testing.TB, opts Options) *Bed {
 		opts:   opts,
 	}
 	b.Dir = envOr("US_DIR", "/tmp/understudy-testbed-"+b.Prefix)
+
+	activeMu.Lock()
+	if activeBed == t {
+		activeMu.Unlock()
+		t.Fatal("testbed.Up called twice in one test")
+	}
+	activeMu.Unlock()
+	unlock, err := lockBed(b.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	activeMu.Lock()
+	activeBed = t
+	activeMu.Unlock()
+
 	// Registered before "up" runs so that a half-built bed is torn down too.
 	t.Cleanup(func() {
 		defer func() {
 			activeMu.Lock()
 			activeBed = nil
 			activeMu.Unlock()
-			bedMu.Unlock()
+			unlock()
 		}()
 		if t.Failed() {
 			b.logDiagnostics()
@@ -228,7 +250,11 @@ var (
 func binary(t testing.TB, root, name string) string {
 	t.Helper()
 	if dir := os.Getenv("US_BIN"); dir != "" {
-		return filepath.Join(dir, name)
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("US_BIN=%s: %v", dir, err)
+		}
+		return path
 	}
 	out := filepath.Join(root, "bin", name)
 	buildMu.Lock()
