@@ -24,6 +24,7 @@ type frameSpec struct {
 	moreFrags    bool
 	ipOptions    int // number of 4-byte option words (IHL = 5 + n)
 	payload      int
+	fromA        bool // Ethernet from testMACA to testMACB instead of B to A
 }
 
 func buildFrame(t testing.TB, s frameSpec) []byte {
@@ -31,6 +32,9 @@ func buildFrame(t testing.TB, s frameSpec) []byte {
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	eth := &layers.Ethernet{SrcMAC: testMACB, DstMAC: testMACA, EthernetType: layers.EthernetTypeIPv4}
+	if s.fromA {
+		eth.SrcMAC, eth.DstMAC = testMACA, testMACB
+	}
 	payload := gopacket.Payload(make([]byte, s.payload))
 	var err error
 	switch {

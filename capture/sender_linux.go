@@ -1,0 +1,77 @@
+package capture
+
+import (
+	"fmt"
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sender transmits whole Ethernet frames on one interface (AF_PACKET
+// SOCK_RAW, protocol 0 so it receives nothing, bound to the interface; send
+// with write(2): zero allocations). Send is safe for concurrent use.
+type Sender struct {
+	ifname string
+	fd     int
+	mac    [6]byte
+	mtu    int
+}
+
+// OpenSender opens a blocking transmit socket bound to ifname.
+func OpenSender(ifname string) (*Sender, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("capture: open sender on %s: %w", ifname, err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("capture: open sender on %s: not an Ethernet interface (hardware address %q)", ifname, ifi.HardwareAddr)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("capture: open sender on %s: socket: %w", ifname, err)
+	}
+	// Protocol 0 in bind keeps the socket off every receive path.
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: 0, Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("capture: open sender on %s: bind: %w", ifname, err)
+	}
+	s := &Sender{ifname: ifname, fd: fd, mtu: ifi.MTU}
+	copy(s.mac[:], ifi.HardwareAddr)
+	return s, nil
+}
+
+// Send writes one whole Ethernet frame. The socket blocks while the device
+// queue is full; an error (ENOBUFS, EMSGSIZE for a frame over the MTU, ENETDOWN
+// ...) means the frame was not sent and is for the caller to count.
+func (s *Sender) Send(frame []byte) error {
+	n, err := unix.Write(s.fd, frame)
+	if err != nil {
+		return fmt.Errorf("capture: send on %s: %w", s.ifname, err)
+	}
+	if n != len(frame) {
+		return fmt.Errorf("capture: send on %s: short write %d of %d", s.ifname, n, len(frame))
+	}
+	return nil
+}
+
+// MAC returns the interface hardware address read at open.
+func (s *Sender) MAC() [6]byte { return s.mac }
+
+// MTU returns the interface MTU read at open.
+func (s *Sender) MTU() int { return s.mtu }
+
+// Fd returns the socket's file descriptor.
+func (s *Sender) Fd() int { return s.fd }
+
+// Close closes the socket.
+func (s *Sender) Close() error {
+	if s.fd < 0 {
+		return nil
+	}
+	err := unix.Close(s.fd)
+	s.fd = -1
+	if err != nil {
+		return fmt.Errorf("capture: close sender on %s: %w", s.ifname, err)
+	}
+	return nil
+}
