@@ -1,0 +1,6 @@
+//go:build !linux
+
+package capture
+
+// DisableOffloads returns ErrUnsupported.
+func DisableOffloads(ifname string) (changed []string, err error) { return nil, ErrUnsupported }
