@@ -143,6 +143,14 @@ type Packet struct {
 // When an option we track appears more than once, the last one is recorded:
 // that is the one Linux's receiver acts on, so it is the one to translate.
 func (p *Packet) Parse(frame []byte, csumPartial, verify bool) Reason {
+	r := p.parse(frame, csumPartial, verify)
+	if r != OK {
+		*p = Packet{} // a rejected frame leaves no stale view behind
+	}
+	return r
+}
+
+func (p *Packet) parse(frame []byte, csumPartial, verify bool) Reason {
 	if len(frame) < EthLen+ipMinLen+tcpMinLen {
 		return ReasonShort
 	}
@@ -180,11 +188,9 @@ func (p *Packet) Parse(frame []byte, csumPartial, verify bool) Reason {
 		csumPartial: csumPartial,
 	}
 	if r := p.parseOptions(tcp+tcpMinLen, tcp+doff); r != OK {
-		*p = Packet{}
 		return r
 	}
 	if verify && !csumPartial && !p.VerifyChecksums() {
-		*p = Packet{}
 		return ReasonBadChecksum
 	}
 	return OK

@@ -244,8 +244,12 @@ func TestParseReject(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var p Packet
+			mustParse(t, &p, base(t), false)
 			if got := p.Parse(c.frame(t), false, c.verify); got != c.want {
 				t.Fatalf("Parse = %v, want %v", got, c.want)
+			}
+			if p.Frame() != nil {
+				t.Error("rejected frame left a view behind")
 			}
 		})
 	}
