@@ -62,7 +62,9 @@ type AccessEntry struct {
 	URI           string
 }
 
-// AccessLog is the requests server s has logged so far.
+// AccessLog is the requests server s has logged so far. A server logs a
+// request once its reply is sent, so the backup's entries can trail what the
+// client has seen by a moment.
 func (b *Bed) AccessLog(s Server) []AccessEntry {
 	b.t.Helper()
 	path, prefix := filepath.Join(b.Dir, string(s), "access.log"), ""
@@ -134,6 +136,24 @@ func (b *Bed) UploadLog(s Server) []UploadEntry {
 		b.t.Fatalf("%s: %v", path, err)
 	}
 	return out
+}
+
+// WaitUploadLog polls UploadLog(s) until it has at least n entries, for up
+// to timeout, and fails the test with what it has otherwise. The backup's
+// reply is absorbed by the gateway, so its log can trail the client's view.
+func (b *Bed) WaitUploadLog(s Server, n int, timeout time.Duration) []UploadEntry {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := b.UploadLog(s)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s logged %d whole bodies after %v, want %d: %+v", s, len(got), timeout, n, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func parseUploads(lines []string) ([]UploadEntry, error) {
@@ -239,10 +259,22 @@ func (b *Bed) LinkDown(s Server) {
 	b.MustRun(b.LAN(), "ip", "link", "set", string(s), "down")
 }
 
-// LinkUp brings server s's LAN port back.
+// LinkUp brings server s's LAN port back and waits until the bridge
+// forwards on it again (the kernel notices the carrier with a delay).
 func (b *Bed) LinkUp(s Server) {
 	b.t.Helper()
 	b.MustRun(b.LAN(), "ip", "link", "set", string(s), "up")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := b.Output(b.LAN(), "bridge", "link", "show", "dev", string(s))
+		if err == nil && strings.Contains(out, "state forwarding") {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("LAN port %s not forwarding 5s after link up: %s %v", s, out, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Loss drops each TCP packet entering and leaving namespace ns with the
