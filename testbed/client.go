@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -155,11 +156,12 @@ func (b *Bed) UploadBody(size int64) (path, sum string, err error) {
 }
 
 func writeDeterministic(path string, size int64) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	// A temporary name of its own, as concurrent uploads may race to make it.
+	f, err := os.CreateTemp(filepath.Dir(path), "upload-*.tmp")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	// Seeded by the size: the same body for the same size in every run.
 	src := rand.NewChaCha8([32]byte{byte(size), byte(size >> 8), byte(size >> 16), byte(size >> 24), byte(size >> 32)})
 	w := bufio.NewWriterSize(f, 1<<20)
@@ -227,7 +229,9 @@ func (s SocketErrors) Total() int64 { return s.Connect + s.Read + s.Write + s.Ti
 // Wrk runs wrk from the client namespace against path on the VIP for d
 // (whole seconds, rounded up: wrk takes no finer unit).
 func (b *Bed) Wrk(conns int, d time.Duration, path string, extraArgs ...string) (*WrkResult, error) {
-	RequireTool(b.t, "wrk")
+	if _, err := osexec.LookPath("wrk"); err != nil {
+		return nil, errors.New("wrk is not installed: apt-get install -y wrk")
+	}
 	threads := min(conns, 2) // the VM has two cores
 	args := []string{"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", max(1, int((d+time.Second-1)/time.Second))), "--timeout", "2s"}

@@ -7,6 +7,28 @@
 // Everything needs root; Up skips the test otherwise. One Bed exists at a
 // time per prefix, across processes: Up waits for the previous Bed to be torn
 // down.
+//
+// A typical integration test:
+//
+//	b := testbed.Up(t, testbed.Options{})
+//	b.StartGateway()
+//	capture := b.StartTcpdump(b.Client(), "eth0", "")
+//	done := make(chan error)
+//	go func() {
+//		tr, err := b.Download("/big.bin", "--limit-rate", "20M")
+//		if err == nil && tr.SHA256 != want {
+//			err = fmt.Errorf("sha256 %s, want %s", tr.SHA256, want)
+//		}
+//		done <- err
+//	}()
+//	time.Sleep(time.Second)
+//	b.KillServer(testbed.Pri)
+//	if err := <-done; err != nil { t.Fatal(err) }
+//	if rsts := capture.Stop().ClientRSTs(); len(rsts) > 0 { t.Fatalf("RSTs:\n%s", rsts) }
+//
+// Curl, Download, Upload, Wrk, Status and StatusJSON return errors and may
+// run on other goroutines; the other methods fail the test themselves and
+// belong on the test's goroutine.
 package testbed
 
 import (
