@@ -80,6 +80,10 @@ type leg struct {
 	fin    bool
 	finSeq rewrite.Seq // own space
 	rst    bool
+	// cliFinHeld: the client's FIN has not been delivered because the leg
+	// had not yet sent what the client had acknowledged. A server that reads
+	// end-of-stream while still replying takes it for an aborted request.
+	cliFinHeld bool
 
 	nsack int
 	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space

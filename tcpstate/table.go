@@ -306,6 +306,10 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 	if n := q.NumSACK(); n > 0 {
 		t.sackToLeg(f, i, q, n)
 	}
+	if flags&rewrite.FIN != 0 && l.synAck && f.lagging(i) {
+		q.SetFlags(flags &^ rewrite.FIN)
+		l.cliFinHeld = true
+	}
 	q.Finish()
 	out.emit(ServerSide, q.Frame())
 	if i == 0 {
@@ -313,6 +317,27 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 	} else {
 		t.count(ToBackup)
 	}
+}
+
+// lagging reports whether leg i has not yet sent everything the client has
+// acknowledged of the stream it sees.
+func (f *Flow) lagging(i uint8) bool {
+	return f.cli.hasAck && f.legs[i].sndNxt.LessThan(f.toLeg(i, f.cli.ack))
+}
+
+// deliverHeldFin sends leg i the client's FIN it held back, once the leg has
+// caught up with what the client acknowledged.
+func (t *Table) deliverHeldFin(f *Flow, i uint8, out *Output) {
+	l := &f.legs[i]
+	if !l.cliFinHeld || f.lagging(i) || !out.room(1) {
+		return
+	}
+	l.cliFinHeld = false
+	a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt)
+	if l.acked.LessThan(a) {
+		l.acked = a
+	}
+	t.segToServer(f, i, f.cli.finSeq, a, rewrite.ACK|rewrite.FIN, out)
 }
 
 // sackToLeg translates the client's SACK blocks into leg i's space, keeping
@@ -591,6 +616,7 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq,
 			t.ackToServer(f, i, a, out)
 		}
 	}
+	t.deliverHeldFin(f, i, out)
 	dup := p.PayloadLen() == 0 && p.Flags()&(rewrite.FIN|rewrite.SYN) == 0 &&
 		prevAck == l.ack && l.ack.LessThan(f.legs[f.live].ack)
 	t.release(f, dup, out)
@@ -649,10 +675,15 @@ func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, out *Output) 
 
 // ackToServer builds a pure ACK for leg i acknowledging its stream up to a.
 func (t *Table) ackToServer(f *Flow, i uint8, a rewrite.Seq, out *Output) {
+	t.segToServer(f, i, f.legs[i].ack, a, rewrite.ACK, out)
+}
+
+// segToServer builds a segment of the client's stream for leg i.
+func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, out *Output) {
 	l := &f.legs[i]
 	s := rewrite.Spec{
 		Src: f.key.Client, Dst: t.cfg.Servers[l.server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
-		Seq: l.ack, Ack: a, Flags: rewrite.ACK, Window: f.cli.win, WScale: -1,
+		Seq: seq, Ack: a, Flags: flags, Window: f.cli.win, WScale: -1,
 		HasTS: l.opt.hasTS && f.cli.opt.hasTS, TSval: f.cli.tsLast, TSecr: l.tsLast,
 	}
 	b := out.buf()

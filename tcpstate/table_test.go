@@ -696,3 +696,38 @@ func (b *bed) step(cli, srv []byte) {
 	b.out.Reset()
 	b.tab.HandleServer(b.now, &b.pkt, b.out)
 }
+
+// TestClientFinWaitsForLaggingBackup: a server reading end-of-stream while
+// still replying aborts the reply, so the backup gets the client's FIN only
+// once it has sent what the client acknowledged.
+func TestClientFinWaitsForLaggingBackup(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			reply := bytes.Repeat([]byte("z"), 1000)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), reply)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:400])
+			// The client has the whole reply from the primary and closes.
+			out := b.feed(true, b.fromClient(b.cISN+1, b.pISN+1001, rewrite.ACK|rewrite.FIN, cTS0+1, pTS0+1), nil)
+			p, bk := b.split(out)
+			if !p.tcp.FIN || bk.tcp.FIN {
+				t.Fatalf("FIN to primary %v, to the lagging backup %v; want true, false", p.tcp.FIN, bk.tcp.FIN)
+			}
+			if rewrite.Seq(bk.tcp.Ack) != b.bISN+401 {
+				t.Fatalf("backup ack %d, want %d", bk.tcp.Ack, b.bISN+401)
+			}
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+401, b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0), reply[400:])
+			var fin []seg
+			for _, s := range out {
+				if s.side == ServerSide && s.tcp.FIN {
+					fin = append(fin, s)
+				}
+			}
+			if len(fin) != 1 || rewrite.Seq(fin[0].tcp.Seq) != b.cISN+1 || rewrite.Seq(fin[0].tcp.Ack) != b.bISN+1001 ||
+				[4]byte(fin[0].ip.DstIP.To4()) != backupIP {
+				t.Fatalf("held FIN delivered as %+v", fin)
+			}
+		})
+	}
+}

@@ -1,0 +1,63 @@
+// Command understudy is a gateway that keeps a web service's client
+// connections alive across the failure of its server: every client segment
+// reaches a primary and a backup server, and when the primary fails the
+// backup's stream continues the same TCP connection.
+//
+// Usage:
+//
+//	understudy run --client-iface IF --server-iface IF --vip IP --port N[,N...] --primary IP --backup IP
+//	understudy status [--json] [--control PATH]
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+const defaultControl = "/run/understudy.sock"
+
+// usageError marks a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+const usage = `usage:
+  understudy run --client-iface IF --server-iface IF --vip IPv4 --port N[,N...] --primary IPv4 --backup IPv4 [--control PATH]
+  understudy status [--json] [--control PATH]
+run 'understudy COMMAND --help' for a command's flags`
+
+func main() {
+	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:], stderr)
+	case "status":
+		err = cmdStatus(args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return 0
+	default:
+		err = usagef("unknown command %q\n%s", args[0], usage)
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "understudy: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}

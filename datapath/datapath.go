@@ -1,0 +1,299 @@
+// Package datapath is the loop that joins the pieces: frames from the
+// capture rings are parsed by rewrite, decided on by tcpstate, and the frames
+// tcpstate emits are given Ethernet headers and sent by capture.
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"understudy/capture"
+	"understudy/rewrite"
+	"understudy/tcpstate"
+)
+
+// Config describes one gateway.
+type Config struct {
+	ClientIface, ServerIface string
+	Services                 []tcpstate.Service
+	Primary, Backup          netip.Addr
+	Table                    tcpstate.Config
+	Ring                     capture.RingConfig
+	// VerifyChecksums drops frames whose checksums are wrong before they can
+	// change any flow's state.
+	VerifyChecksums bool
+	Log             *slog.Logger
+}
+
+// Drop reasons the loop itself counts, beside rewrite's and tcpstate's.
+const (
+	dropOversized  = iota // frame larger than the ring slot (offloads left on upstream)
+	dropNoNeighbor        // next hop MAC not resolved yet
+	dropTxError           // the kernel refused a frame
+	numLoopDrops
+)
+
+var loopDropNames = [numLoopDrops]string{"oversized", "no_neighbor", "tx_error"}
+
+// Gateway runs the datapath for one client and one server interface.
+type Gateway struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex // held by the loop while it works; readers take it briefly
+	table *tcpstate.Table
+	out   *tcpstate.Output
+	pkt   rewrite.Packet
+	start time.Time
+
+	rings          []*capture.Ring // [client, server]
+	clientTx       *capture.Sender
+	serverTx       *capture.Sender
+	clientNeigh    *capture.Neighbors
+	serverNeigh    *capture.Neighbors
+	bypass         *capture.Bypass
+	clientRx       uint64
+	serverRx       uint64
+	parseDrops     [rewrite.NumReasons]uint64
+	loopDrops      [numLoopDrops]uint64
+	offloadChanged map[string][]string
+
+	ringMu        sync.Mutex
+	ringDropTotal uint64
+}
+
+func addr4(a netip.Addr) [4]byte { return a.As4() }
+
+// Open prepares the host: offloads off on both interfaces, the kernel-bypass
+// table, capture rings with their filters, transmit sockets, and the servers'
+// MAC addresses. Everything opened is closed again if a later step fails.
+func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	g = &Gateway{cfg: cfg, log: cfg.Log, start: time.Now(), offloadChanged: map[string][]string{}}
+	defer func() {
+		if err != nil {
+			g.Close()
+			g = nil
+		}
+	}()
+	vips, ports := services(cfg.Services)
+	servers := [][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
+	for _, ifname := range []string{cfg.ClientIface, cfg.ServerIface} {
+		changed, err := capture.DisableOffloads(ifname)
+		if err != nil {
+			return nil, err
+		}
+		g.offloadChanged[ifname] = changed
+		if len(changed) > 0 {
+			g.log.Info("offloads disabled so every frame fits the MTU and carries its own checksum",
+				"iface", ifname, "features", changed)
+		}
+	}
+	own, err := localAddrs()
+	if err != nil {
+		return nil, err
+	}
+	g.bypass, err = capture.InstallBypass(capture.BypassConfig{
+		ClientIface: cfg.ClientIface, ServerIface: cfg.ServerIface,
+		VIPs: vips, Servers: servers, Exclude: own, Ports: ports,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cf, err := capture.ClientFilter(vips, ports)
+	if err != nil {
+		return nil, err
+	}
+	sf, err := capture.ServerFilter(servers, ports, own)
+	if err != nil {
+		return nil, err
+	}
+	cr, err := capture.OpenRing(cfg.ClientIface, cf, cfg.Ring)
+	if err != nil {
+		return nil, err
+	}
+	g.rings = append(g.rings, cr)
+	sr, err := capture.OpenRing(cfg.ServerIface, sf, cfg.Ring)
+	if err != nil {
+		return nil, err
+	}
+	g.rings = append(g.rings, sr)
+	if g.clientTx, err = capture.OpenSender(cfg.ClientIface); err != nil {
+		return nil, err
+	}
+	if g.serverTx, err = capture.OpenSender(cfg.ServerIface); err != nil {
+		return nil, err
+	}
+	if g.clientNeigh, err = capture.NewNeighbors(ctx, cfg.ClientIface); err != nil {
+		return nil, err
+	}
+	if g.serverNeigh, err = capture.NewNeighbors(ctx, cfg.ServerIface); err != nil {
+		return nil, err
+	}
+	for _, s := range []netip.Addr{cfg.Primary, cfg.Backup} {
+		if _, err := g.serverNeigh.Resolve(ctx, s.As4(), 3*time.Second); err != nil {
+			// Not fatal: a server that is down now may come up later.
+			g.log.Warn("server MAC not resolved yet", "server", s, "err", err)
+		}
+	}
+	tc := cfg.Table
+	tc.Services = cfg.Services
+	tc.Servers = [2][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
+	g.table = tcpstate.New(tc)
+	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU())
+	g.out = tcpstate.NewOutput(frame)
+	return g, nil
+}
+
+// frameSize is the largest frame either interface sends, plus the Ethernet header.
+func frameSize(mtus ...int) int {
+	m := 1500
+	for _, v := range mtus {
+		m = max(m, v)
+	}
+	return m + rewrite.EthLen
+}
+
+func services(ss []tcpstate.Service) (vips [][4]byte, ports []uint16) {
+	seenVIP := map[[4]byte]bool{}
+	seenPort := map[uint16]bool{}
+	for _, s := range ss {
+		if !seenVIP[s.VIP] {
+			seenVIP[s.VIP] = true
+			vips = append(vips, s.VIP)
+		}
+		if !seenPort[s.Port] {
+			seenPort[s.Port] = true
+			ports = append(ports, s.Port)
+		}
+	}
+	return vips, ports
+}
+
+// Close releases everything Open acquired, the kernel-bypass table last so
+// the host never answers handled traffic while the gateway still holds it.
+func (g *Gateway) Close() error {
+	var errs []error
+	for _, r := range g.rings {
+		errs = append(errs, r.Close())
+	}
+	for _, s := range []*capture.Sender{g.clientTx, g.serverTx} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	for _, n := range []*capture.Neighbors{g.clientNeigh, g.serverNeigh} {
+		if n != nil {
+			n.Close()
+		}
+	}
+	if g.bypass != nil {
+		errs = append(errs, g.bypass.Remove())
+	}
+	return errors.Join(errs...)
+}
+
+// pollInterval bounds how late a timer fires when no traffic arrives.
+const pollInterval = 2 * time.Millisecond
+
+// batch bounds the frames taken from one ring before the other gets a turn.
+const batch = 64
+
+// Run moves frames until ctx is cancelled.
+func (g *Gateway) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := capture.Wait(g.rings, pollInterval); err != nil {
+			return fmt.Errorf("datapath: wait for frames: %w", err)
+		}
+		g.mu.Lock()
+		now := int64(time.Since(g.start))
+		for {
+			n := g.drain(0, now) + g.drain(1, now)
+			if n == 0 {
+				break
+			}
+		}
+		for {
+			g.out.Reset()
+			more := g.table.Tick(now, g.out)
+			g.flush()
+			if !more {
+				break
+			}
+		}
+		g.mu.Unlock()
+	}
+	return nil
+}
+
+// drain handles up to batch frames from ring side and returns how many.
+func (g *Gateway) drain(side int, now int64) int {
+	r := g.rings[side]
+	n := 0
+	for ; n < batch; n++ {
+		fr, ok := r.Next()
+		if !ok {
+			break
+		}
+		g.handle(side, fr, now)
+		r.Release()
+	}
+	return n
+}
+
+func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
+	if side == 0 {
+		g.clientRx++
+	} else {
+		g.serverRx++
+	}
+	if fr.WireLen > len(fr.Data) {
+		g.loopDrops[dropOversized]++
+		return
+	}
+	if r := g.pkt.Parse(fr.Data, fr.CsumPartial, g.cfg.VerifyChecksums); r != rewrite.OK {
+		g.parseDrops[r]++
+		return
+	}
+	g.out.Reset()
+	if side == 0 {
+		g.table.HandleClient(now, &g.pkt, g.out)
+	} else {
+		g.table.HandleServer(now, &g.pkt, g.out)
+	}
+	g.flush()
+}
+
+// flush sends what tcpstate emitted, each frame with the Ethernet header of
+// its next hop.
+func (g *Gateway) flush() {
+	for _, o := range g.out.Frames {
+		f := o.Frame
+		var dst [4]byte
+		copy(dst[:], f[rewrite.EthLen+16:rewrite.EthLen+20])
+		tx, neigh := g.serverTx, g.serverNeigh
+		if o.Side == tcpstate.ClientSide {
+			tx, neigh = g.clientTx, g.clientNeigh
+		}
+		mac, ok := neigh.Lookup(dst)
+		if !ok {
+			g.loopDrops[dropNoNeighbor]++
+			continue
+		}
+		src := tx.MAC()
+		copy(f[0:6], mac[:])
+		copy(f[6:12], src[:])
+		f[12], f[13] = 0x08, 0x00
+		if err := tx.Send(f); err != nil {
+			g.loopDrops[dropTxError]++
+		}
+	}
+	g.out.Reset()
+}

@@ -1,0 +1,154 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"understudy/rewrite"
+	"understudy/tcpstate"
+)
+
+// Status is what `understudy status` shows.
+type Status struct {
+	UptimeSeconds float64         `json:"uptime_seconds"`
+	ClientIface   string          `json:"client_iface"`
+	ServerIface   string          `json:"server_iface"`
+	Services      []ServiceStatus `json:"services"`
+	Servers       []ServerStatus  `json:"servers"`
+	Flows         FlowCounts      `json:"flows"`
+	Packets       PacketCounts    `json:"packets"`
+	// Drops counts dropped frames and segments by reason: frame parsing
+	// (parse_*), the flow table, and the loop itself.
+	Drops        map[string]uint64   `json:"drops"`
+	KernelBypass BypassStatus        `json:"kernel_bypass"`
+	Offloads     map[string][]string `json:"offloads_disabled"`
+}
+
+// ServiceStatus is one protected VIP:port.
+type ServiceStatus struct {
+	VIP  string `json:"vip"`
+	Port uint16 `json:"port"`
+}
+
+// ServerStatus is one server's role.
+type ServerStatus struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Role   string `json:"role"`
+	Health string `json:"health"`
+}
+
+// FlowCounts summarises the flow table.
+type FlowCounts struct {
+	Total       int            `json:"total"`
+	HalfOpen    int            `json:"half_open"`
+	ByState     map[string]int `json:"by_state"`
+	Protected   int            `json:"protected"`
+	Unprotected int            `json:"unprotected"`
+}
+
+// PacketCounts counts frames in and the flow table's events.
+type PacketCounts struct {
+	ClientRx uint64            `json:"client_rx"`
+	ServerRx uint64            `json:"server_rx"`
+	Events   map[string]uint64 `json:"events"`
+}
+
+// BypassStatus reports the kernel-bypass table's counters.
+type BypassStatus struct {
+	Installed       bool   `json:"installed"`
+	ClientDropped   uint64 `json:"client_dropped"`
+	ServerDropped   uint64 `json:"server_dropped"`
+	KernelForwarded uint64 `json:"kernel_forwarded"`
+	Error           string `json:"error,omitempty"`
+	RingDrops       uint64 `json:"ring_drops"`
+}
+
+// Status takes a snapshot under the datapath's lock.
+func (g *Gateway) Status() Status {
+	g.mu.Lock()
+	s := Status{
+		UptimeSeconds: time.Since(g.start).Seconds(),
+		ClientIface:   g.cfg.ClientIface,
+		ServerIface:   g.cfg.ServerIface,
+		Flows:         FlowCounts{ByState: map[string]int{}},
+		Drops:         map[string]uint64{},
+		Offloads:      g.offloadChanged,
+	}
+	for i := tcpstate.State(0); i < tcpstate.NumStates; i++ {
+		s.Flows.ByState[i.String()] = 0
+	}
+	g.table.ForEach(func(f *tcpstate.Flow) {
+		s.Flows.ByState[f.State().String()]++
+		if f.Protection() == tcpstate.Protected {
+			s.Flows.Protected++
+		} else {
+			s.Flows.Unprotected++
+		}
+	})
+	s.Flows.Total = g.table.Len()
+	s.Flows.HalfOpen = g.table.HalfOpen()
+	events, drops := g.table.Stats.Map()
+	s.Packets = PacketCounts{ClientRx: g.clientRx, ServerRx: g.serverRx, Events: events}
+	for k, v := range drops {
+		s.Drops[k] = v
+	}
+	for r := rewrite.Reason(1); r < rewrite.NumReasons; r++ {
+		s.Drops["parse_"+r.String()] = g.parseDrops[r]
+	}
+	for i, v := range g.loopDrops {
+		s.Drops[loopDropNames[i]] = v
+	}
+	g.mu.Unlock()
+
+	for _, sv := range g.cfg.Services {
+		s.Services = append(s.Services, ServiceStatus{VIP: netip.AddrFrom4(sv.VIP).String(), Port: sv.Port})
+	}
+	s.Servers = []ServerStatus{
+		{Name: "primary", Addr: g.cfg.Primary.String(), Role: "active", Health: "up"},
+		{Name: "backup", Addr: g.cfg.Backup.String(), Role: "standby", Health: "up"},
+	}
+	s.KernelBypass.Installed = g.bypass != nil
+	if g.bypass != nil {
+		c, err := g.bypass.Counters()
+		if err != nil {
+			s.KernelBypass.Error = err.Error()
+		}
+		s.KernelBypass.ClientDropped = c.ClientDropped
+		s.KernelBypass.ServerDropped = c.ServerDropped
+		s.KernelBypass.KernelForwarded = c.KernelForwarded
+	}
+	s.KernelBypass.RingDrops = g.ringDrops()
+	return s
+}
+
+// localAddrs lists the host's own IPv4 addresses: traffic from the servers to
+// them (the gateway's own probes, an operator's curl) is not client traffic.
+func localAddrs() ([][4]byte, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("datapath: list local addresses: %w", err)
+	}
+	var own [][4]byte
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+			own = append(own, p.Addr().As4())
+		}
+	}
+	return own, nil
+}
+
+// ringDrops adds up the frames the kernel dropped because a ring was full.
+// The kernel resets its count on every read, so the total is kept here.
+func (g *Gateway) ringDrops() uint64 {
+	g.ringMu.Lock()
+	defer g.ringMu.Unlock()
+	for _, r := range g.rings {
+		if _, d, err := r.Stats(); err == nil {
+			g.ringDropTotal += d
+		}
+	}
+	return g.ringDropTotal
+}
