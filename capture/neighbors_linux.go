@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,6 +43,7 @@ type Neighbors struct {
 	ifname  string
 	ifindex int
 	h       *netlink.Handle
+	ns      netns.NsHandle // the caller's namespace: resubscriptions and the UDP fallback use it
 
 	snap   atomic.Pointer[neighSnap] // replaced whole by the worker, read by Lookup
 	missCh chan [4]byte
@@ -86,13 +89,18 @@ func NewNeighbors(ctx context.Context, ifname string) (*Neighbors, error) {
 	}
 	// A handle pins its sockets to the namespace current now, whichever
 	// thread the worker later runs on.
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("capture: neighbours on %s: current namespace: %w", ifname, err)
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
+		ns.Close()
 		return nil, fmt.Errorf("capture: neighbours on %s: netlink handle: %w", ifname, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	n := &Neighbors{
-		ifname: ifname, ifindex: ifi.Index, h: h,
+		ifname: ifname, ifindex: ifi.Index, h: h, ns: ns,
 		missCh: make(chan [4]byte, 256),
 		cancel: cancel, closed: make(chan struct{}),
 		changed: make(chan struct{}),
@@ -103,6 +111,7 @@ func NewNeighbors(ctx context.Context, ifname string) (*Neighbors, error) {
 	if err := w.subscribe(); err != nil {
 		cancel()
 		h.Close()
+		ns.Close()
 		return nil, fmt.Errorf("capture: neighbours on %s: %w", ifname, err)
 	}
 	n.wg.Add(1)
@@ -187,6 +196,7 @@ func (n *Neighbors) Close() {
 		n.cancel()
 		n.wg.Wait()
 		n.h.Close()
+		n.ns.Close()
 	})
 }
 
@@ -239,13 +249,13 @@ func (w *neighWorker) subscribe() error {
 	w.neighCh = make(chan netlink.NeighUpdate, 1024)
 	w.routeCh = make(chan netlink.RouteUpdate, 256)
 	if err := netlink.NeighSubscribeWithOptions(w.neighCh, w.subDone, netlink.NeighSubscribeOptions{
-		ErrorCallback: func(error) {}, ReceiveBufferSize: 1 << 20,
+		Namespace: &n.ns, ErrorCallback: func(error) {}, ReceiveBufferSize: 1 << 20,
 	}); err != nil {
 		w.unsubscribe()
 		return fmt.Errorf("neighbour subscription: %w", err)
 	}
 	if err := netlink.RouteSubscribeWithOptions(w.routeCh, w.subDone, netlink.RouteSubscribeOptions{
-		ErrorCallback: func(error) {}, ReceiveBufferSize: 1 << 20,
+		Namespace: &n.ns, ErrorCallback: func(error) {}, ReceiveBufferSize: 1 << 20,
 	}); err != nil {
 		w.unsubscribe()
 		return fmt.Errorf("route subscription: %w", err)
@@ -470,7 +480,7 @@ func (w *neighWorker) trigger(hop [4]byte) error {
 	n.mu.Lock()
 	n.stats.Fallbacks++
 	n.mu.Unlock()
-	if ferr := udpPoke(n.ifname, hop); ferr != nil {
+	if ferr := inNamespace(n.ns, func() error { return udpPoke(n.ifname, hop) }); ferr != nil {
 		return fmt.Errorf("trigger resolution: NTF_USE: %w; UDP fallback: %w", err, ferr)
 	}
 	return nil
@@ -562,4 +572,31 @@ func (w *neighWorker) periodic(now time.Time) {
 			n.publish(&neighSnap{routes: routes, hops: s.hops})
 		}
 	}
+}
+
+// inNamespace runs fn on a thread in ns (the worker may run on a thread of
+// another namespace than the one Neighbors was created in).
+func inNamespace(ns netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer cur.Close()
+	if cur.Equal(ns) {
+		runtime.UnlockOSThread()
+		return fn()
+	}
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	ferr := fn()
+	if err := netns.Set(cur); err != nil {
+		// Leave the thread locked: the runtime retires it with the goroutine.
+		return errors.Join(ferr, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }

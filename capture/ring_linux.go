@@ -221,31 +221,26 @@ func (r *Ring) Close() error {
 	return nil
 }
 
-// pollFds keeps poll(2) arrays for Wait so that it does not allocate.
-var pollFds = sync.Pool{New: func() any { return new([]unix.PollFd) }}
-
 // Wait blocks until one of rings has a frame ready or timeout passes (poll(2));
-// zero allocs. A negative timeout waits forever. An interrupted poll returns
-// nil early.
+// zero allocs for up to 16 rings. A negative timeout waits forever. An
+// interrupted poll returns nil early. Wait must not run concurrently with
+// Next or Release on the same rings.
 func Wait(rings []*Ring, timeout time.Duration) error {
 	for _, r := range rings {
 		if r.ready(r.cur) {
 			return nil
 		}
 	}
-	p := pollFds.Get().(*[]unix.PollFd)
-	fds := (*p)[:0]
+	var buf [16]unix.PollFd
+	fds := buf[:0]
 	for _, r := range rings {
 		fds = append(fds, unix.PollFd{Fd: int32(r.fd), Events: unix.POLLIN})
 	}
-	*p = fds
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
 	}
-	_, err := unix.Poll(fds, ms)
-	pollFds.Put(p)
-	if err != nil && err != unix.EINTR {
+	if _, err := unix.Poll(fds, ms); err != nil && err != unix.EINTR {
 		return fmt.Errorf("capture: poll rings: %w", err)
 	}
 	return nil

@@ -239,8 +239,12 @@ func TestRingAllocs(t *testing.T) {
 			t.Errorf("read %d frames, want at least %d", seen, n)
 		}
 		// Wait with nothing ready goes through poll(2).
+		waitFrames(t, r, 1<<30, 50*time.Millisecond, 0)
+		if r.ready(r.cur) {
+			t.Fatal("ring not drained")
+		}
 		if a := testing.AllocsPerRun(20, func() {
-			if err := Wait(rings, 0); err != nil {
+			if err := Wait(rings, time.Millisecond); err != nil {
 				t.Fatal(err)
 			}
 		}); a != 0 {
