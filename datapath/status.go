@@ -47,6 +47,9 @@ type FlowCounts struct {
 	ByState     map[string]int `json:"by_state"`
 	Protected   int            `json:"protected"`
 	Unprotected int            `json:"unprotected"`
+	// UnprotectedWhy counts the unprotected flows by the reason they lost
+	// their backup leg.
+	UnprotectedWhy map[string]int `json:"unprotected_why"`
 }
 
 // PacketCounts counts frames in and the flow table's events.
@@ -73,7 +76,7 @@ func (g *Gateway) Status() Status {
 		UptimeSeconds: time.Since(g.start).Seconds(),
 		ClientIface:   g.cfg.ClientIface,
 		ServerIface:   g.cfg.ServerIface,
-		Flows:         FlowCounts{ByState: map[string]int{}},
+		Flows:         FlowCounts{ByState: map[string]int{}, UnprotectedWhy: map[string]int{}},
 		Drops:         map[string]uint64{},
 		Offloads:      g.offloadChanged,
 	}
@@ -86,6 +89,7 @@ func (g *Gateway) Status() Status {
 			s.Flows.Protected++
 		} else {
 			s.Flows.Unprotected++
+			s.Flows.UnprotectedWhy[f.Why()]++
 		}
 	})
 	s.Flows.Total = g.table.Len()

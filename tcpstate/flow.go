@@ -142,6 +142,9 @@ func (f *Flow) State() State { return f.state }
 // Protection returns whether both legs are still in lockstep.
 func (f *Flow) Protection() Protection { return f.prot }
 
+// Why says why the flow is unprotected ("" while protected).
+func (f *Flow) Why() string { return f.why }
+
 // other returns the index of the leg that is not i.
 func other(i uint8) uint8 { return 1 - i }
 

@@ -49,12 +49,13 @@ const (
 	DropDeadLeg                   // segment from a leg no longer part of the flow
 	DropUnknownServer             // server segment for no configured service
 	DropOutputFull                // more output than one call may emit
+	DropFlowClosed                // segment for a flow already reset
 	NumDrops
 )
 
 var dropNames = [NumDrops]string{
 	"no_flow", "flow_cap", "half_open_cap", "off_window_rst", "primary_rst_held",
-	"not_ready", "bad_synack", "stale_syn", "dead_leg", "unknown_server", "output_full",
+	"not_ready", "bad_synack", "stale_syn", "dead_leg", "unknown_server", "output_full", "flow_closed",
 }
 
 func (d Drop) String() string { return dropNames[d] }

@@ -383,6 +383,12 @@ func (f *Flow) fromLeg(i uint8, s rewrite.Seq) rewrite.Seq {
 }
 
 func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
+	if f.state == StateClosed {
+		// The client's kernel answers segments still in flight after its
+		// own reset; the servers have had one already.
+		t.drop(DropFlowClosed)
+		return
+	}
 	if f.state != StateSynSent && !t.clientRSTInWindow(f, p.Seq()) {
 		t.drop(DropOffWindowRST)
 		return
@@ -391,19 +397,18 @@ func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
 	t.setState(f, StateClosed, now)
 }
 
-// clientRSTInWindow applies RFC 5961's check against every leg's receive
-// window: a blind reset must land inside what the servers would accept.
+// clientRSTInWindow applies RFC 5961's check to the window the client was
+// shown: from the gated ack (the client may answer a segment carrying it) to
+// the furthest right edge any leg offers. A blind reset must land inside it.
 func (t *Table) clientRSTInWindow(f *Flow, s rewrite.Seq) bool {
+	first, last := f.ackSent, f.reSent
 	for i := range f.legs {
-		l := &f.legs[i]
-		if !l.up || !l.synAck {
-			continue
-		}
-		if s.LessThan(l.ack) || l.rightEdge.LessThan(s) {
-			return false
+		if l := &f.legs[i]; l.up && l.synAck {
+			first = rewrite.SeqMin(first, l.ack)
+			last = rewrite.SeqMax(last, l.rightEdge)
 		}
 	}
-	return true
+	return !s.LessThan(first) && !last.LessThan(s)
 }
 
 // HandleServer decides what becomes of a segment from a server to a client.

@@ -149,13 +149,21 @@ func TestReplicatingDatapath(t *testing.T) {
 	}
 }
 
+// served waits for s to log a whole GET of uri from the client: the
+// backup finishes a reply after the client has it from the primary.
 func served(b *Bed, s Server, uri string, bytes int64) bool {
-	for _, e := range b.AccessLog(s) {
-		if e.Remote == ClientIP && e.URI == uri && e.Status == 200 && e.BodyBytes == bytes {
-			return true
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, e := range b.AccessLog(s) {
+			if e.Remote == ClientIP && e.URI == uri && e.Status == 200 && e.BodyBytes == bytes {
+				return true
+			}
 		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return false
 }
 
 func nonZero(m map[string]uint64) map[string]uint64 {
