@@ -136,6 +136,15 @@ func (n *Neighbors) Lookup(ip [4]byte) ([6]byte, bool) {
 			}
 			return e.mac, true
 		}
+	} else if e := s.hops[ip]; e != nil {
+		// Not routed yet, but the kernel already knows ip as a neighbour on
+		// this link (a client that just ARPed for us): it is its own next
+		// hop. The worker still learns the route for the next lookups.
+		select {
+		case n.missCh <- ip:
+		default:
+		}
+		return e.mac, true
 	}
 	select {
 	case n.missCh <- ip:
