@@ -18,6 +18,7 @@ type Spec struct {
 	HasTS            bool
 	TSval, TSecr     uint32
 	TTL              uint8 // 0 means 64
+	Payload          []byte // copied after the headers (replayed data)
 }
 
 // BuildMin is the buffer size Build needs: the largest headers it may write.
@@ -26,9 +27,10 @@ const BuildMin = EthLen + 20 + 60
 // Build writes the frame described by s into buf (Ethernet header with
 // EtherType IPv4, IPv4 header with DF set, TCP header and options) with full
 // checksums, parses it into p and returns the frame length. buf must hold at
-// least 14+20+60 bytes; if it does not, Build returns 0 and leaves p alone.
+// least 14+20+60 bytes plus the payload; if it does not, Build returns 0 and
+// leaves p alone.
 func Build(buf []byte, s *Spec, p *Packet) int {
-	if len(buf) < BuildMin {
+	if len(buf) < BuildMin+len(s.Payload) {
 		return 0
 	}
 	const tcp = ipOff + ipMinLen
@@ -59,7 +61,8 @@ func Build(buf []byte, s *Spec, p *Packet) int {
 		buf[o], buf[o+1], buf[o+2], buf[o+3] = optNOP, optWS, optWSLen, byte(s.WScale)
 		o += 4
 	}
-	n := o
+	hdr := o
+	n := hdr + copy(buf[hdr:], s.Payload)
 	f := buf[:n]
 
 	copy(f[0:6], s.DstMAC[:])
@@ -86,12 +89,12 @@ func Build(buf []byte, s *Spec, p *Packet) int {
 	binary.BigEndian.PutUint16(f[tcp+tcpDstPort:], s.DstPort)
 	binary.BigEndian.PutUint32(f[tcp+tcpSeq:], uint32(s.Seq))
 	binary.BigEndian.PutUint32(f[tcp+tcpAck:], uint32(s.Ack))
-	f[tcp+tcpDataOff] = byte((n-tcp)/4) << 4
+	f[tcp+tcpDataOff] = byte((hdr-tcp)/4) << 4
 	f[tcp+tcpFlags] = s.Flags
 	binary.BigEndian.PutUint16(f[tcp+tcpWindow:], s.Window)
 	binary.BigEndian.PutUint32(f[tcp+tcpCsum:], 0) // checksum and urgent pointer
 
-	*p = Packet{frame: f, tcp: tcp, payload: uint8(n)}
+	*p = Packet{frame: f, tcp: tcp, payload: uint8(hdr)}
 	p.fullTCPChecksum()
 	p.Parse(f, false, false) // records the option offsets; cannot fail
 	return n

@@ -131,6 +131,14 @@ type Flow struct {
 	finSent    bool        // FIN released to the client
 	primaryRST bool        // failure signal for the failover layer
 	deleted    bool
+
+	cmp          *comparer // the two reply streams compared; nil until data flows
+	replay       replay    // the shadow leg's bytes the client has not acknowledged
+	replayNext   uint32    // after a takeover: next stream offset to replay
+	takenOver    bool      // the live leg switched servers
+	kicks        uint8     // work owed after a takeover (kick* bits)
+	lastToClient int64     // when the client was last sent a frame
+	stallFrom    int64     // after a takeover: when the client's wait began; 0 = not measured
 }
 
 // Key returns the flow's identity.

@@ -22,6 +22,16 @@ const (
 	SynAckTimeouts                  // backup SYN-ACK missing after the bound
 	OptionMismatches                // servers disagreed on an option the gateway cannot reconcile
 	FinMismatches                   // servers sent FIN at different stream offsets
+	Takeovers                       // flows whose live leg switched to the other server
+	FlowsReset                      // flows reset because no leg could carry them on
+	Divergences                     // flows reset at takeover because the replies differed
+	Substitutions                   // reply differences the streams recovered from (a Date header)
+	BlocksCompared                  // reply blocks compared between the legs
+	BlocksDiffered                  // reply blocks that differed
+	PrematureFins                   // live leg closed while the shadow had more to send
+	Fenced                          // RSTs sent to a failed server for flows it lost
+	ReplayedBytes                   // buffered bytes sent to clients after a takeover
+	ReplayOverflows                 // flows whose replay buffer hit its bound
 	NumCounters
 )
 
@@ -30,6 +40,8 @@ var counterNames = [NumCounters]string{
 	"backup_absorbed", "synthesized_acks", "acks_clamped", "acks_suppressed",
 	"flows_created", "flows_expired", "flows_unprotected", "primary_rsts",
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
+	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
+	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows",
 }
 
 func (c Counter) String() string { return counterNames[c] }

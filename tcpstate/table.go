@@ -28,6 +28,8 @@ type Config struct {
 	TimeWaitTimeout  time.Duration // closed flows linger to absorb retransmissions (default 30s)
 	MaxFlows         int           // default 1<<20
 	MaxHalfOpen      int           // default 1<<16
+	ReplayPerFlow    int           // bytes of the shadow's reply held per flow (default 8 MiB)
+	ReplayBudget     int           // bytes held over all flows (default 256 MiB)
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -46,6 +48,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxHalfOpen <= 0 {
 		c.MaxHalfOpen = 1 << 16
+	}
+	if c.ReplayPerFlow <= 0 {
+		c.ReplayPerFlow = 8 << 20
+	}
+	if c.ReplayBudget <= 0 {
+		c.ReplayBudget = 256 << 20
 	}
 	return c
 }
@@ -66,6 +74,13 @@ type Table struct {
 
 	waiting   []*Flow // flows whose SYN-ACK waits on the backup, in due order
 	nextSweep int64
+
+	now         int64 // the current call's clock
+	kicked      []*Flow
+	last        FailoverRecord
+	hasLast     bool
+	freeChunks  []*chunk
+	replayBytes int
 }
 
 // New makes a table for cfg (defaults applied).
@@ -113,6 +128,7 @@ func (t *Table) remove(f *Flow) {
 	}
 	delete(t.flows, f.key)
 	f.deleted = true
+	t.dropReplay(f)
 }
 
 func (t *Table) service(port uint16) ([4]byte, bool) {
@@ -136,6 +152,7 @@ func (t *Table) serverIndex(ip [4]byte) int {
 // HandleClient decides what becomes of a segment from a client to a VIP.
 // p views a frame the caller owns; it may be rewritten in place and emitted.
 func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
+	t.now = now
 	t.count(ClientSegments)
 	key := Key{Client: p.SrcIP(), CPort: p.SrcPort(), VIP: p.DstIP(), VPort: p.DstPort()}
 	flags := p.Flags()
@@ -186,6 +203,9 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	if flags&rewrite.ACK != 0 {
 		if a := p.Ack(); !c.hasAck || c.ack.LessThan(a) {
 			c.ack, c.hasAck = a, true
+			if len(f.replay.chunks) > 0 {
+				t.trimReplay(f, f.legs[f.vis].offset(a))
+			}
 		}
 		c.win = p.Window()
 		if f.state == StateSynSent && c.ack == f.legs[f.vis].isn.Add(1) {
@@ -199,6 +219,9 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		}
 	}
 	t.forwardToServers(f, p, out)
+	if f.takenOver && int32(f.replay.end-f.replayNext) > 0 {
+		t.kick(f, kickReplay) // the client's window may have opened
+	}
 	t.checkClosed(now, f)
 }
 
@@ -413,6 +436,7 @@ func (t *Table) clientRSTInWindow(f *Flow, s rewrite.Seq) bool {
 
 // HandleServer decides what becomes of a segment from a server to a client.
 func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
+	t.now = now
 	t.count(ServerSegments)
 	s := t.serverIndex(p.SrcIP())
 	vip, ok := t.service(p.SrcPort())
@@ -480,13 +504,39 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 			t.setState(f, StateClosing, now)
 		}
 	}
+	if n := p.PayloadLen(); n > 0 && (f.protectedPair() || f.takenOver) {
+		off := l.offset(p.Seq())
+		t.compareReply(f, i, off, p.Payload())
+		if i != f.live && f.protectedPair() {
+			t.bufferReply(f, off, p.Payload())
+		}
+	}
+	t.deliverHeldFin(f, i, out)
 	news := prevAck != l.ack || prevRE != l.rightEdge
-	if i == f.live {
+	switch {
+	case i == f.live && f.takenOver && f.cmp != nil && f.cmp.mismatch:
+		// The new live leg's reply differs from what the client already
+		// has: a clean reset, never a spliced reply.
+		t.count(Divergences)
+		t.resetFlow(f)
+	case i == f.live:
 		t.toClient(f, p, news, out)
-	} else {
+	default:
 		t.absorb(f, i, p, prevAck, out)
 	}
 	t.checkClosed(now, f)
+}
+
+// compareReply feeds leg i's reply bytes to the flow's comparer.
+func (t *Table) compareReply(f *Flow, i uint8, off uint32, data []byte) {
+	if f.cmp == nil {
+		f.cmp = new(comparer)
+	}
+	rec := f.cmp.recovered
+	n, ok := f.cmp.feed(i, off, data)
+	t.Stats.Counters[BlocksCompared] += uint64(n)
+	t.Stats.Counters[BlocksDiffered] += uint64(n - ok)
+	t.Stats.Counters[Substitutions] += uint64(f.cmp.recovered - rec)
 }
 
 // shift is the window scale a leg applies to the windows it sends.
@@ -505,15 +555,16 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 	flags := p.Flags()
 	ack, re := f.gated()
 	if flags&rewrite.FIN != 0 && !f.finSent && f.protectedPair() {
-		o := &f.legs[other(f.live)]
-		switch {
-		case !o.fin:
+		if t.finDisagree(f) {
+			if !l.up {
+				// This leg was taken over; the new live leg's stream goes on
+				// and the replay covers the bytes of this segment.
+				return
+			}
+			ack, re = f.gated() // the shadow left: this leg goes on alone
+		} else if !f.legs[other(f.live)].fin {
 			flags &^= rewrite.FIN
 			p.SetFlags(flags)
-		case o.offset(o.finSeq) != l.offset(l.finSeq):
-			t.count(FinMismatches)
-			t.unprotect(f, other(f.live), "fin_mismatch", out)
-			ack, re = f.gated()
 		}
 	}
 	pure := p.PayloadLen() == 0 && flags&(rewrite.SYN|rewrite.FIN|rewrite.RST) == 0
@@ -552,6 +603,7 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 	}
 	p.Finish()
 	out.emit(ClientSide, p.Frame())
+	t.noteStall(f)
 	t.count(ToClient)
 }
 
@@ -559,6 +611,34 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 func (f *Flow) noteSent(ack, re rewrite.Seq) {
 	f.ackSent = ack
 	f.reSent = ack.Add(uint32(f.window(ack, re)) << f.clientWS)
+}
+
+// finDisagree settles a live leg's FIN that the shadow does not match. If
+// the shadow has sent beyond it, the live leg closed early (its server
+// crashed): the shadow takes over. If the shadow closed first, it is the one
+// cut short and leaves the flow. Returns whether they disagreed.
+func (t *Table) finDisagree(f *Flow) bool {
+	l, oi := &f.legs[f.live], other(f.live)
+	o := &f.legs[oi]
+	if !l.fin || !f.protectedPair() {
+		return false
+	}
+	finOff := l.offset(l.finSeq)
+	sent := o.offset(o.sndNxt)
+	if o.fin {
+		sent = o.offset(o.finSeq)
+	}
+	switch d := int32(sent - finOff); {
+	case d > 0:
+		t.count(PrematureFins)
+		t.takeover(f, f.live)
+		return true
+	case o.fin && d < 0:
+		t.count(FinMismatches)
+		t.shadowLost(f, oi, "fin_mismatch")
+		return true
+	}
+	return false
 }
 
 // clientTS maps a TSval of leg l into the client-visible clock, never letting
@@ -634,18 +714,16 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 	if !f.synAckSent {
 		return
 	}
+	if t.finDisagree(f) {
+		return
+	}
 	l := &f.legs[f.live]
 	if l.fin && !f.finSent {
 		o := &f.legs[other(f.live)]
-		if f.protectedPair() && o.fin && o.offset(o.finSeq) != l.offset(l.finSeq) {
-			t.count(FinMismatches)
-			t.unprotect(f, other(f.live), "fin_mismatch", out)
-			return
-		}
 		if !f.protectedPair() || o.fin {
 			// Only a FIN the client has every byte before may be released.
 			if f.nxtSent == f.fromLeg(f.live, l.finSeq) && out.room(1) {
-				t.segToClient(f, f.nxtSent, rewrite.ACK|rewrite.FIN, out)
+				t.segToClient(f, f.nxtSent, rewrite.ACK|rewrite.FIN, nil, out)
 				f.finSent = true
 				f.nxtSent = f.nxtSent.Add(1)
 				return
@@ -654,18 +732,19 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 	}
 	ack, re := f.gated()
 	if (dup || f.ackSent.LessThan(ack) || f.reSent.LessThan(re)) && out.room(1) {
-		t.segToClient(f, f.nxtSent, rewrite.ACK, out)
+		t.segToClient(f, f.nxtSent, rewrite.ACK, nil, out)
 	}
 }
 
-// segToClient builds a segment of the live leg's stream for the client.
-func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, out *Output) {
+// segToClient builds a segment of the live leg's stream for the client,
+// carrying payload (replayed bytes) or none.
+func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byte, out *Output) {
 	l := &f.legs[f.live]
 	ack, re := f.gated()
 	s := rewrite.Spec{
 		Src: f.key.VIP, Dst: f.key.Client, SrcPort: f.key.VPort, DstPort: f.key.CPort,
 		Seq: seq, Ack: ack, Flags: flags, Window: f.window(ack, re), WScale: -1,
-		HasTS: l.opt.hasTS && f.cli.opt.hasTS,
+		HasTS: l.opt.hasTS && f.cli.opt.hasTS, Payload: payload,
 	}
 	if s.HasTS {
 		s.TSval, s.TSecr = f.clientTS(l, l.tsLast), f.cli.tsLast
@@ -674,8 +753,11 @@ func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, out *Output) 
 	n := rewrite.Build(b, &s, &out.pkt)
 	f.noteSent(ack, re)
 	out.emit(ClientSide, b[:n])
+	t.noteStall(f)
 	t.count(ToClient)
-	t.count(SynthesizedACKs)
+	if len(payload) == 0 {
+		t.count(SynthesizedACKs)
+	}
 }
 
 // ackToServer builds a pure ACK for leg i acknowledging its stream up to a.
@@ -746,7 +828,10 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 		t.count(PrimaryRSTs)
 		f.primaryRST = true
 		if f.protectedPair() {
+			// Never shown to the client while the shadow lives: the shadow
+			// carries the connection on.
 			t.drop(DropPrimaryRST)
+			t.takeover(f, i)
 			return
 		}
 		if !out.room(1) || !f.synAckSent {
@@ -772,7 +857,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	}
 	if live := &f.legs[f.live]; live.rst && out.room(1) {
 		// Both servers reset the connection: so may the client's.
-		t.segToClient(f, f.nxtSent, rewrite.RST|rewrite.ACK, out)
+		t.segToClient(f, f.nxtSent, rewrite.RST|rewrite.ACK, nil, out)
 		t.setState(f, StateClosed, now)
 		return
 	}
@@ -914,6 +999,10 @@ func (t *Table) checkClosed(now int64, f *Flow) {
 // every second the expiry of idle, half-open and closed flows. It reports
 // whether it stopped early because out filled up; call again after sending.
 func (t *Table) Tick(now int64, out *Output) (more bool) {
+	t.now = now
+	if t.runKicks(out) {
+		return true
+	}
 	done := 0
 	for _, f := range t.waiting {
 		if f.synAckDue > now {

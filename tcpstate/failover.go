@@ -1,0 +1,276 @@
+package tcpstate
+
+import "understudy/rewrite"
+
+// Work a flow still owes after a takeover, done by Tick as output room allows.
+const (
+	kickFence0    uint8 = 1 << iota // RST to leg 0's server: clear its stale state
+	kickFence1                      // RST to leg 1's server
+	kickClientRST                   // the flow cannot be saved: tell the client clearly
+	kickSynAck                      // the new live leg may answer the handshake
+	kickRelease                     // gating changed: ack, window or FIN for the client
+	kickReplay                      // replay buffered bytes the client is missing
+)
+
+// FailoverRecord describes the last server failure the table acted on.
+type FailoverRecord struct {
+	At         int64  // monotonic ns
+	Server     int    // index into Config.Servers
+	Cause      string // what detected it
+	FlowsMoved int    // flows whose live leg switched to the other server
+	FlowsReset int    // flows reset: diverged, or no other leg to take over
+	FlowsAlone int    // flows that lost their shadow leg and go on unprotected
+	StallFlows int    // moved flows that were mid-transfer
+	MaxStall   int64  // ns: longest gap the client saw in such a flow
+}
+
+// SetRoles chooses the servers of new flows' legs: active carries the
+// client-visible stream, standby (-1: none) shadows it.
+func (t *Table) SetRoles(active, standby int) { t.active, t.standby = active, standby }
+
+// Roles returns the servers new flows use.
+func (t *Table) Roles() (active, standby int) { return t.active, t.standby }
+
+// LastFailover returns the record of the last server failure.
+func (t *Table) LastFailover() (FailoverRecord, bool) { return t.last, t.hasLast }
+
+// legOf returns the leg of f on server s.
+func legOf(f *Flow, s int) (uint8, bool) {
+	for i := range f.legs {
+		if int(f.legs[i].server) == s && (i == 0 || f.legs[1].server != f.legs[0].server) {
+			return uint8(i), true
+		}
+	}
+	return 0, false
+}
+
+// ServerDown takes a failed server out of every flow at once: where it was
+// the live leg the shadow takes over, where it was the shadow the flow goes
+// on unprotected, and it is fenced: nothing more of it reaches the client.
+// The frames this requires are emitted by the following Tick calls.
+func (t *Table) ServerDown(now int64, server int, cause string) FailoverRecord {
+	t.now = now
+	t.last = FailoverRecord{At: now, Server: server, Cause: cause}
+	t.hasLast = true
+	for _, f := range t.flows {
+		i, ok := legOf(f, server)
+		if !ok || !f.legs[i].up {
+			continue
+		}
+		if f.state == StateClosed || f.state == StateTimeWait {
+			f.legs[i].up = false
+			continue
+		}
+		if i == f.live {
+			t.takeover(f, i)
+		} else {
+			t.shadowLost(f, i, "standby_failed")
+		}
+	}
+	return t.last
+}
+
+// takeover moves f off its live leg failed.
+func (t *Table) takeover(f *Flow, failed uint8) {
+	o := other(failed)
+	ol := &f.legs[o]
+	f.legs[failed].up = false
+	t.kick(f, kickFence0<<failed)
+	if !ol.up || f.prot != Protected || f.cmp.diverged() {
+		if f.cmp.diverged() {
+			t.count(Divergences)
+		}
+		t.resetFlow(f)
+		return
+	}
+	f.live = o
+	if f.cmp != nil {
+		f.cmp.mismatch = false // from here on, any difference would be spliced
+	}
+	f.prot, f.why = Unprotected, "took_over"
+	f.takenOver = true
+	t.count(Takeovers)
+	t.last.FlowsMoved++
+	if !f.synAckSent {
+		t.kick(f, kickSynAck)
+		return
+	}
+	visOff := f.legs[f.vis].offset(f.nxtSent)
+	if f.pending() {
+		f.stallFrom = f.lastToClient
+	}
+	f.replayNext = visOff
+	t.kick(f, kickRelease|kickReplay)
+}
+
+// pending reports whether the client was waiting on something when the live
+// leg failed: bytes it had not been sent, acknowledged or answered.
+func (f *Flow) pending() bool {
+	if f.cli.hasAck && f.cli.ack.LessThan(f.nxtSent) {
+		return true
+	}
+	if f.ackSent.LessThan(f.cli.nxt) {
+		return true
+	}
+	o := &f.legs[f.live]
+	return int32(o.offset(o.sndNxt)-f.legs[f.vis].offset(f.nxtSent)) > 0
+}
+
+// resetFlow ends a flow that cannot be saved with a clean reset to the
+// client and to any leg still in it: a clear indication beats a hang or a
+// reply spliced from two different streams.
+func (t *Table) resetFlow(f *Flow) {
+	for i := range f.legs {
+		if f.legs[i].up {
+			f.legs[i].up = false
+			t.kick(f, kickFence0<<i)
+		}
+	}
+	if f.synAckSent {
+		t.kick(f, kickClientRST)
+	}
+	t.last.FlowsReset++
+	t.count(FlowsReset)
+	t.setState(f, StateClosed, t.now)
+	t.dropReplay(f)
+}
+
+// shadowLost removes the shadow leg i: the flow goes on with its live leg.
+func (t *Table) shadowLost(f *Flow, i uint8, why string) {
+	f.legs[i].up = false
+	t.kick(f, kickFence0<<i|kickRelease)
+	if f.prot == Protected {
+		f.prot, f.why = Unprotected, why
+		t.count(FlowsUnprotected)
+		t.last.FlowsAlone++
+	}
+	t.dropReplay(f)
+	if !f.synAckSent {
+		t.kick(f, kickSynAck)
+	}
+}
+
+func (t *Table) kick(f *Flow, k uint8) {
+	if f.kicks == 0 {
+		t.kicked = append(t.kicked, f)
+	}
+	f.kicks |= k
+}
+
+// runKicks does the owed work of kicked flows, in order, while out has room.
+func (t *Table) runKicks(out *Output) (more bool) {
+	done := 0
+	for _, f := range t.kicked {
+		if !f.deleted && !t.runKick(f, out) {
+			more = true
+			break
+		}
+		done++
+	}
+	if done > 0 {
+		n := copy(t.kicked, t.kicked[done:])
+		clear(t.kicked[n:])
+		t.kicked = t.kicked[:n]
+	}
+	return more
+}
+
+// runKick returns false if out filled before f's work was done.
+func (t *Table) runKick(f *Flow, out *Output) bool {
+	for i := uint8(0); i < 2; i++ {
+		if f.kicks&(kickFence0<<i) != 0 {
+			if !out.room(1) {
+				return false
+			}
+			t.rstToServer(f, i, out)
+			t.count(Fenced)
+			f.kicks &^= kickFence0 << i
+		}
+	}
+	if f.kicks&kickClientRST != 0 {
+		if !out.room(1) {
+			return false
+		}
+		t.segToClient(f, f.nxtSent, rewrite.RST|rewrite.ACK, nil, out)
+		f.kicks &^= kickClientRST
+	}
+	if f.kicks&kickSynAck != 0 {
+		if !out.room(1) {
+			return false
+		}
+		f.kicks &^= kickSynAck
+		t.maybeReleaseSynAck(t.now, f, out)
+	}
+	if f.kicks&kickReplay != 0 {
+		if !t.replayToClient(f, out) {
+			return false
+		}
+		f.kicks &^= kickReplay
+	}
+	if f.kicks&kickRelease != 0 {
+		if !out.room(2) {
+			return false
+		}
+		f.kicks &^= kickRelease
+		t.deliverHeldFin(f, f.live, out)
+		t.release(f, false, out)
+	}
+	f.kicks = 0
+	return true
+}
+
+// replayToClient sends the client the buffered bytes of the new live leg
+// it has not been sent, within its receive window. It returns false if out
+// filled first; the rest follows as the window opens.
+func (t *Table) replayToClient(f *Flow, out *Output) bool {
+	r := &f.replay
+	vis := &f.legs[f.vis]
+	mss := int(f.cli.opt.mss)
+	if mss <= 0 || mss > chunkSize {
+		mss = 536
+	}
+	for int32(r.end-f.replayNext) > 0 {
+		// The client's receive window bounds what may be in flight to it.
+		edge := vis.offset(f.cli.ack) + uint32(f.cli.win)<<f.cliShift()
+		if int32(edge-f.replayNext) <= 0 {
+			return true
+		}
+		data := r.at(f.replayNext, min(mss, int(edge-f.replayNext)))
+		if len(data) == 0 {
+			return true // trimmed, or a gap: the leg resends the rest
+		}
+		if !out.room(1) {
+			return false
+		}
+		t.segToClient(f, vis.at(f.replayNext), rewrite.ACK|rewrite.PSH, data, out)
+		f.replayNext += uint32(len(data))
+		t.Stats.Counters[ReplayedBytes] += uint64(len(data))
+		if end := vis.at(f.replayNext); f.nxtSent.LessThan(end) {
+			f.nxtSent = end
+		}
+	}
+	return true
+}
+
+// cliShift is the window scale the client applies to the windows it sends.
+func (f *Flow) cliShift() uint8 {
+	if f.cli.opt.hasWS && f.legs[f.vis].opt.hasWS {
+		return f.cli.opt.ws
+	}
+	return 0
+}
+
+// noteStall records, on the first frame a moved flow's client receives, how
+// long it waited.
+func (t *Table) noteStall(f *Flow) {
+	f.lastToClient = t.now
+	if f.stallFrom == 0 {
+		return
+	}
+	stall := t.now - f.stallFrom
+	f.stallFrom = 0
+	t.last.StallFlows++
+	if stall > t.last.MaxStall {
+		t.last.MaxStall = stall
+	}
+}

@@ -1,0 +1,261 @@
+package tcpstate
+
+import (
+	"bytes"
+	"testing"
+
+	"understudy/rewrite"
+)
+
+// midReply runs a handshake and a request, then the primary sends the
+// first 1000 bytes of reply (which the client receives and acknowledges) and
+// the backup sends the first sent bytes of the same reply.
+func midReply(t *testing.T, tc struct {
+	name             string
+	cISN, pISN, bISN rewrite.Seq
+}, reply []byte, sent int) *bed {
+	t.Helper()
+	b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+	b.handshake()
+	b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET / HTTP/1.1\r\n\r\n"))
+	req := rewrite.Seq(18)
+	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1+req, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
+	for off := 0; off < sent; off += 1000 {
+		b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(off), b.cISN+1+req, rewrite.ACK, 125, bTS0+2, cTS0+2), reply[off:off+1000])
+	}
+	out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1+req, rewrite.ACK, 500, pTS0+10, cTS0+2), reply[:1000])
+	if len(out) != 1 || !bytes.Equal(out[0].payload, reply[:1000]) {
+		t.Fatalf("primary's first 1000 bytes: %d frames", len(out))
+	}
+	b.feed(true, b.fromClient(b.cISN+1+req, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+10), nil)
+	return b
+}
+
+// TestTakeoverMidReply: the primary fails after the client received 1000
+// bytes; the backup had sent 3000. The client at once gets bytes 1000-3000
+// from the gateway's buffer, in the primary's sequence and timestamp
+// spaces, then the backup's later bytes, and the primary is fenced.
+func TestTakeoverMidReply(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			reply := make([]byte, 4000)
+			for i := range reply {
+				reply[i] = byte(i * 7)
+			}
+			b := midReply(t, tc, reply, 3000)
+			b.now += 30e6
+			rec := b.tab.ServerDown(b.now, 0, "probe")
+			if rec.FlowsMoved != 1 {
+				t.Fatalf("flows moved %d", rec.FlowsMoved)
+			}
+			out := b.tick(0)
+			var fence int
+			var got []byte
+			for _, s := range out {
+				switch {
+				case s.side == ServerSide && s.tcp.RST && [4]byte(s.ip.DstIP.To4()) == primaryIP:
+					fence++
+				case s.side == ClientSide && len(s.payload) > 0:
+					if want := b.pISN + 1001 + rewrite.Seq(len(got)); rewrite.Seq(s.tcp.Seq) != want {
+						t.Fatalf("replayed seq %d, want %d", s.tcp.Seq, want)
+					}
+					if v, _, _ := s.ts(); rewrite.TSLess(v, pTS0+10) {
+						t.Fatalf("replayed TSval %d went back from %d", v, uint32(pTS0+10))
+					}
+					if [4]byte(s.ip.SrcIP.To4()) != vip {
+						t.Fatalf("replayed from %v", s.ip.SrcIP)
+					}
+					got = append(got, s.payload...)
+				}
+			}
+			if fence != 1 || !bytes.Equal(got, reply[1000:3000]) {
+				t.Fatalf("after takeover: %d fence RSTs, replayed %d bytes; want 1 and 2000", fence, len(got))
+			}
+			// The backup's next bytes go to the client, translated.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+3001, b.cISN+19, rewrite.ACK|rewrite.FIN, 125, bTS0+40, cTS0+3), reply[3000:])
+			if len(out) != 1 || rewrite.Seq(out[0].tcp.Seq) != b.pISN+3001 || !out[0].tcp.FIN || !bytes.Equal(out[0].payload, reply[3000:]) {
+				t.Fatalf("backup's reply after takeover: %d frames", len(out))
+			}
+			if v, _, _ := out[0].ts(); v != bTS0+40-(bTS0-pTS0) {
+				t.Fatalf("backup TSval %d, want it in the primary's clock: %d", v, uint32(bTS0+40-(bTS0-pTS0)))
+			}
+			// The primary is fenced: nothing of it reaches the client.
+			if out := b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[1000:2000]); len(out) != 0 {
+				t.Fatal("fenced primary reached the client")
+			}
+			// The client's acks reach the backup only.
+			out = b.feed(true, b.fromClient(b.cISN+19, b.pISN+4002, rewrite.ACK, cTS0+4, pTS0+11), nil)
+			if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != backupIP || rewrite.Seq(out[0].tcp.Ack) != b.bISN+4002 {
+				t.Fatalf("client ack after takeover: %+v", out)
+			}
+			if rec, _ := b.tab.LastFailover(); rec.StallFlows != 1 || rec.MaxStall != 30e6 {
+				t.Fatalf("stall record %+v, want one flow stalled 30ms", rec)
+			}
+		})
+	}
+}
+
+func TestTakeoverDivergedResets(t *testing.T) {
+	tc := isns[1]
+	reply := bytes.Repeat([]byte("a"), 3000)
+	b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+	b.handshake()
+	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0), bytes.Repeat([]byte("b"), 1200))
+	b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+2, cTS0), reply[:1200])
+	b.tab.ServerDown(b.now, 0, "probe")
+	var rst, data int
+	for _, s := range b.tick(0) {
+		if s.side == ClientSide && s.tcp.RST {
+			rst++
+		}
+		if s.side == ClientSide && len(s.payload) > 0 {
+			data++
+		}
+	}
+	if rst != 1 || data != 0 || b.tab.Stats.Counters[Divergences] != 1 {
+		t.Fatalf("diverged flow: %d RSTs, %d data frames to the client", rst, data)
+	}
+}
+
+// TestSubstitutionTolerated: replies that differ in a few bytes but realign
+// (a Date header) still fail over.
+func TestSubstitutionTolerated(t *testing.T) {
+	tc := isns[0]
+	p := bytes.Repeat([]byte("x"), 3000)
+	bk := append([]byte(nil), p...)
+	copy(bk[100:], "Date: other second")
+	b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+	b.handshake()
+	for off := 0; off < 3000; off += 1000 {
+		b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0), bk[off:off+1000])
+	}
+	for off := 0; off < 3000; off += 1000 {
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 500, pTS0+2, cTS0), p[off:off+1000])
+	}
+	if b.tab.Stats.Counters[Substitutions] != 1 {
+		t.Fatalf("substitutions %d", b.tab.Stats.Counters[Substitutions])
+	}
+	if rec := b.tab.ServerDown(b.now, 0, "probe"); rec.FlowsMoved != 1 || rec.FlowsReset != 0 {
+		t.Fatalf("record %+v", rec)
+	}
+}
+
+// TestStandbyLost: the backup fails; the primary carries on ungated.
+func TestStandbyLost(t *testing.T) {
+	tc := isns[2]
+	b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+	b.handshake()
+	b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("hello"))
+	// The primary acknowledged; the backup never will: the client is held back.
+	out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+6, rewrite.ACK, 500, pTS0+1, cTS0+2), []byte("reply"))
+	if rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
+		t.Fatal("ack not gated")
+	}
+	rec := b.tab.ServerDown(b.now, 1, "probe")
+	if rec.FlowsAlone != 1 {
+		t.Fatalf("record %+v", rec)
+	}
+	var ack, fence int
+	for _, s := range b.tick(0) {
+		if s.side == ClientSide && rewrite.Seq(s.tcp.Ack) == b.cISN+6 {
+			ack++
+		}
+		if s.side == ServerSide && s.tcp.RST && [4]byte(s.ip.DstIP.To4()) == backupIP {
+			fence++
+		}
+	}
+	if ack != 1 || fence != 1 {
+		t.Fatalf("after backup loss: %d releasing ACKs, %d fence RSTs", ack, fence)
+	}
+	out = b.feed(true, b.fromClient(b.cISN+6, b.pISN+6, rewrite.ACK, cTS0+3, pTS0+1), nil)
+	if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != primaryIP {
+		t.Fatal("client segment still duplicated after the backup failed")
+	}
+}
+
+// TestTakeoverDuringHandshake: the primary never answers; the client gets
+// the backup's SYN-ACK once the primary is declared down.
+func TestTakeoverDuringHandshake(t *testing.T) {
+	b := newBed(t, 5, 6, 0xFFFFFFFE)
+	b.feed(true, b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0), nil)
+	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+	bsa.MSS = 1400
+	if out := b.feed(false, bsa, nil); len(out) != 0 {
+		t.Fatal("backup SYN-ACK released while the primary's is awaited")
+	}
+	b.tab.ServerDown(b.now, 0, "probe")
+	var sa []seg
+	for _, s := range b.tick(0) {
+		if s.side == ClientSide && s.flags() == "SA" {
+			sa = append(sa, s)
+		}
+	}
+	if len(sa) != 1 || rewrite.Seq(sa[0].tcp.Seq) != b.bISN {
+		t.Fatalf("SYN-ACK from the backup: %v", sa)
+	}
+	// From here the backup's space is the client's view.
+	out := b.feed(true, b.fromClient(b.cISN+1, b.bISN+1, rewrite.ACK, cTS0+1, bTS0), nil)
+	if len(out) != 1 || rewrite.Seq(out[0].tcp.Ack) != b.bISN+1 || [4]byte(out[0].ip.DstIP.To4()) != backupIP {
+		t.Fatalf("handshake ACK after takeover: %+v", out)
+	}
+}
+
+// TestPrematureFinTakesOver: a crashed primary's kernel closes the
+// connection cleanly; the backup has more to send, so it takes over.
+func TestPrematureFinTakesOver(t *testing.T) {
+	tc := isns[3]
+	reply := bytes.Repeat([]byte("q"), 3000)
+	b := midReply(t, tc, reply, 3000)
+	out := b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+19, rewrite.ACK|rewrite.FIN, 500, pTS0+11, cTS0+3), nil)
+	out = append(out, b.tick(0)...)
+	var replayed int
+	for _, s := range out {
+		if s.side == ClientSide && s.tcp.FIN {
+			t.Fatal("premature FIN reached the client")
+		}
+		if s.side == ClientSide {
+			replayed += len(s.payload)
+		}
+	}
+	if replayed != 2000 || b.tab.Stats.Counters[PrematureFins] != 1 {
+		t.Fatalf("replayed %d bytes after a premature FIN", replayed)
+	}
+}
+
+// TestPrimaryRSTTakesOver: a primary reset on a protected flow is a failure
+// signal; the client never sees it and the backup carries the flow on.
+func TestPrimaryRSTTakesOver(t *testing.T) {
+	tc := isns[0]
+	reply := bytes.Repeat([]byte("r"), 3000)
+	b := midReply(t, tc, reply, 2000)
+	out := b.feed(false, b.fromServer(primaryIP, b.pISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
+	out = append(out, b.tick(0)...)
+	var replayed int
+	for _, s := range out {
+		if s.side == ClientSide && s.tcp.RST {
+			t.Fatal("primary RST reached the client")
+		}
+		if s.side == ClientSide {
+			replayed += len(s.payload)
+		}
+	}
+	if replayed != 1000 || b.tab.Stats.Counters[Takeovers] != 1 {
+		t.Fatalf("replayed %d bytes after a primary RST", replayed)
+	}
+}
+
+// TestReplayBufferFreed: bytes the client acknowledged are released.
+func TestReplayBufferFreed(t *testing.T) {
+	tc := isns[1]
+	reply := bytes.Repeat([]byte("s"), 3000)
+	b := midReply(t, tc, reply, 3000)
+	if got := b.flow().replay.bytes; got < 2000 || got > 3000 {
+		t.Fatalf("held %d bytes after the client acknowledged 1000 of 3000", got)
+	}
+	b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[1000:2000])
+	b.feed(false, b.fromServer(primaryIP, b.pISN+2001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[2000:3000])
+	b.feed(true, b.fromClient(b.cISN+19, b.pISN+3001, rewrite.ACK, cTS0+4, pTS0+11), nil)
+	if got := b.flow().replay.bytes; got != 0 || b.tab.replayBytes != 0 {
+		t.Fatalf("held %d bytes (table %d) after everything was acknowledged", got, b.tab.replayBytes)
+	}
+}
