@@ -1,0 +1,201 @@
+package failover
+
+import (
+	"testing"
+	"time"
+)
+
+// step is one input to a detector in a scripted test; the clock advances
+// by one interval before each step.
+type step struct {
+	op    string // "ok", "fail", "evidence", "linkdown", "linkup", "reset-down", "reset-unknown"
+	cause string
+	want  Health // health after the step
+	tr    bool   // whether the step must report a transition
+}
+
+var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+
+func TestDetectorScripts(t *testing.T) {
+	ok := func(want Health, tr bool) step { return step{op: "ok", want: want, tr: tr} }
+	fail := func(want Health, tr bool) step { return step{op: "fail", cause: "probe: refused", want: want, tr: tr} }
+	tests := []struct {
+		name  string
+		cfg   Config
+		steps []step
+	}{
+		{"rise from unknown", Config{}, []step{
+			ok(Unknown, false), ok(Unknown, false), ok(Up, true), ok(Up, false), ok(Up, false),
+		}},
+		{"down from unknown after misses", Config{}, []step{
+			fail(Unknown, false), fail(Unknown, false), fail(Down, true), fail(Down, false),
+		}},
+		{"exactly misses failures", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true), fail(Up, false), fail(Up, false), fail(Down, true), fail(Down, false),
+		}},
+		{"a success resets the miss streak", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true), fail(Up, false), fail(Up, false), ok(Up, false),
+			fail(Up, false), fail(Up, false), fail(Down, true),
+		}},
+		{"a failure resets the rise streak", Config{Misses: 1, Rise: 3}, []step{
+			fail(Down, true), ok(Down, false), ok(Down, false), fail(Down, false),
+			ok(Down, false), ok(Down, false), ok(Up, true),
+		}},
+		{"misses of one", Config{Misses: 1, Rise: 1}, []step{
+			ok(Up, true), fail(Down, true), ok(Up, true), fail(Down, true),
+		}},
+		{"evidence counts as a miss", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true),
+			{op: "evidence", cause: "evidence: primary reset a protected flow", want: Up},
+			fail(Up, false),
+			{op: "evidence", cause: "evidence: primary reset a protected flow", want: Down, tr: true},
+		}},
+		{"evidence streak broken by a good probe", Config{Misses: 2, Rise: 1}, []step{
+			ok(Up, true),
+			{op: "evidence", cause: "evidence", want: Up},
+			ok(Up, false),
+			{op: "evidence", cause: "evidence", want: Up},
+			{op: "evidence", cause: "evidence", want: Down, tr: true},
+		}},
+		{"link down is immediate", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true),
+			{op: "linkdown", cause: "carrier lost on srv0", want: Down, tr: true},
+			{op: "linkdown", cause: "carrier lost on srv0", want: Down},
+			fail(Down, false),
+		}},
+		{"link down from unknown", Config{}, []step{
+			{op: "linkdown", cause: "carrier lost on srv0", want: Down, tr: true},
+		}},
+		{"no rise while the carrier is down", Config{Misses: 3, Rise: 2}, []step{
+			ok(Unknown, false), ok(Up, true),
+			{op: "linkdown", cause: "carrier lost", want: Down, tr: true},
+			ok(Down, false), ok(Down, false), ok(Down, false),
+			{op: "linkup", want: Down},
+			ok(Down, false), ok(Up, true),
+		}},
+		{"link up alone does not raise", Config{Rise: 1}, []step{
+			{op: "linkdown", cause: "carrier lost", want: Down, tr: true},
+			{op: "linkup", want: Down},
+			fail(Down, false), ok(Up, true),
+		}},
+		{"reset down fences until rise", Config{Misses: 3, Rise: 3}, []step{
+			ok(Unknown, false), ok(Unknown, false), ok(Up, true),
+			{op: "reset-down", cause: "manual failover", want: Down, tr: true},
+			{op: "reset-down", cause: "manual failover", want: Down},
+			ok(Down, false), ok(Down, false), ok(Up, true),
+		}},
+		{"reset to the same state reports nothing", Config{}, []step{
+			{op: "reset-unknown", want: Unknown},
+		}},
+		{"reset clears a partial streak", Config{Misses: 2, Rise: 1}, []step{
+			ok(Up, true), fail(Up, false),
+			{op: "reset-unknown", want: Unknown, tr: true},
+			fail(Unknown, false), fail(Down, true),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg.WithDefaults()
+			d := NewDetector(1, "backup", tc.cfg)
+			now := t0
+			transitions := 0
+			for i, s := range tc.steps {
+				now = now.Add(cfg.Interval)
+				var tr Transition
+				var changed bool
+				switch s.op {
+				case "ok":
+					tr, changed = d.Observe(now, true, "")
+				case "fail":
+					tr, changed = d.Observe(now, false, s.cause)
+				case "evidence":
+					tr, changed = d.Evidence(now, s.cause)
+				case "linkdown":
+					tr, changed = d.LinkDown(now, s.cause)
+				case "linkup":
+					d.LinkUp(now)
+				case "reset-down":
+					tr, changed = d.Reset(now, Down, s.cause)
+				case "reset-unknown":
+					tr, changed = d.Reset(now, Unknown, s.cause)
+				default:
+					t.Fatalf("bad op %q", s.op)
+				}
+				if changed != s.tr {
+					t.Fatalf("step %d (%s): transition reported %v, want %v (%v)", i, s.op, changed, s.tr, tr)
+				}
+				if got := d.Health(); got != s.want {
+					t.Fatalf("step %d (%s): health %v, want %v", i, s.op, got, s.want)
+				}
+				if changed {
+					transitions++
+					if tr.To != s.want || tr.At != now || tr.Server != 1 || tr.Name != "backup" {
+						t.Fatalf("step %d (%s): transition %+v", i, s.op, tr)
+					}
+					if tr.From == tr.To {
+						t.Fatalf("step %d (%s): transition to the same state %v", i, s.op, tr.To)
+					}
+					if s.cause != "" && tr.Cause != s.cause {
+						t.Fatalf("step %d (%s): cause %q, want %q", i, s.op, tr.Cause, s.cause)
+					}
+				}
+			}
+			if got := d.Status().Transitions; got != uint64(transitions) {
+				t.Fatalf("Transitions counter %d, want %d", got, transitions)
+			}
+		})
+	}
+}
+
+func TestDetectorDownTimes(t *testing.T) {
+	cfg := Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1}
+	d := NewDetector(0, "primary", cfg)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	d.Observe(at(0), true, "")
+	d.Observe(at(10), true, "")
+	d.Observe(at(20), false, "probe a: connect: connection refused")
+	d.Observe(at(30), false, "probe b: connect: connection refused")
+	tr, changed := d.Observe(at(40), false, "probe c: connect: connection refused")
+	if !changed {
+		t.Fatal("no transition after 3 misses")
+	}
+	if tr.From != Up || tr.To != Down || !tr.FirstMiss.Equal(at(20)) || !tr.LastGood.Equal(at(10)) || !tr.At.Equal(at(40)) {
+		t.Fatalf("transition %+v", tr)
+	}
+	if tr.Cause != "probe c: connect: connection refused" {
+		t.Fatalf("cause %q, want the last failure's", tr.Cause)
+	}
+	if got := tr.DetectionLatency(); got != 20*time.Millisecond {
+		t.Fatalf("DetectionLatency %v, want 20ms", got)
+	}
+	st := d.Status()
+	want := Counters{ProbesOK: 2, ProbesFailed: 3, Transitions: 2}
+	if st.Counters != want || st.ConsecutiveMisses != 3 || st.ConsecutiveOK != 0 || st.LastCause != tr.Cause {
+		t.Fatalf("status %+v", st)
+	}
+
+	tr, changed = d.Observe(at(50), true, "")
+	if !changed || tr.From != Down || tr.To != Up || !tr.FirstMiss.IsZero() || tr.DetectionLatency() != 0 {
+		t.Fatalf("up transition %+v changed=%v", tr, changed)
+	}
+
+	tr, changed = d.LinkDown(at(60), "carrier lost on srv0")
+	if !changed || !tr.FirstMiss.Equal(at(60)) || tr.DetectionLatency() != 0 || !tr.LastGood.Equal(at(50)) {
+		t.Fatalf("link down transition %+v changed=%v", tr, changed)
+	}
+	if st := d.Status(); !st.LinkDown || st.LinkDowns != 1 {
+		t.Fatalf("status after link down %+v", st)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	got := Config{}.WithDefaults()
+	want := Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 3}
+	if got != want {
+		t.Fatalf("defaults %+v, want %+v", got, want)
+	}
+	keep := Config{Interval: time.Second, Misses: 5, Rise: 2}
+	if got := keep.WithDefaults(); got != keep {
+		t.Fatalf("WithDefaults changed set fields: %+v", got)
+	}
+}
