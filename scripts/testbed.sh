@@ -99,12 +99,32 @@ make_content() {
 	mkfile 1k.bin 1024
 	mkfile big.bin $((64 << 20))
 	((huge)) && mkfile huge.bin $((256 << 20))
+	own_content
 	# Recompute the sums only when a file is newer than them: hashing 64 MiB
 	# on every run would dominate the start-up time.
 	local sums=$WWW/SHA256SUMS
 	if [[ ! -f $sums ]] || [[ -n $(find "$WWW" -maxdepth 1 -type f ! -name SHA256SUMS -newer "$sums") ]] ||
 		[[ $(wc -l <"$sums") != $(find "$WWW" -maxdepth 1 -type f ! -name SHA256SUMS ! -name '*.tmp' | wc -l) ]]; then
 		(cd "$WWW" && sha256sum -- $(ls | grep -v -e '^SHA256SUMS$' -e '\.tmp$') >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+	fi
+}
+
+# own_content: content that differs between the servers on purpose, served
+# under /own/ from $D/www-<srv>. diverge.bin has the same first 9 MiB on both
+# servers but is 9 MiB on the primary and 10 MiB on the backup, so the replies
+# differ in length from their Content-Length on: a test of the gateway's
+# refusal to splice two different replies.
+own_content() {
+	local s
+	for s in "${SERVERS[@]}"; do mkdir -p "$D/www-$s"; done
+	local bak=$D/www-bak/diverge.bin pri=$D/www-pri/diverge.bin
+	if [[ ! -f $bak || $(stat -c %s "$bak") != $((10 << 20)) ]]; then
+		log "generating www-bak/diverge.bin"
+		head -c $((10 << 20)) /dev/urandom >"$bak.tmp" && mv "$bak.tmp" "$bak"
+		rm -f "$pri"
+	fi
+	if [[ ! -f $pri || $(stat -c %s "$pri") != $((9 << 20)) ]]; then
+		head -c $((9 << 20)) "$bak" >"$pri.tmp" && mv "$pri.tmp" "$pri"
 	fi
 }
 
@@ -163,6 +183,15 @@ http {
 			proxy_set_header Connection "";
 			proxy_pass http://127.0.0.1:8081;
 		}
+		location = /ledger {
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_pass http://127.0.0.1:8081;
+		}
+		# This server's own content (own_content).
+		location /own/ {
+			alias $D/www-$s/;
+		}
 	}
 }
 EOF
@@ -183,7 +212,7 @@ start_server() {
 	# ip netns exec execs the command, so $! is usweb's own pid. Output goes
 	# to files so that no caller's pipe is held open by the daemon.
 	nsx "$ns" "$usweb" -listen "$listen" -root "$WWW" -log "$sd/usweb.log" \
-		</dev/null >>"$sd/usweb.out" 2>&1 &
+		-ledger "$sd/ledger" -own "$D/www-$s" </dev/null >>"$sd/usweb.out" 2>&1 &
 	echo $! >"$sd/usweb.pid"
 }
 

@@ -1,11 +1,15 @@
-// Command usweb is the testbed's own small web server. It serves static files
-// and two POST handlers, /upload and /transfer, that hash the whole request
-// body and log it, so tests can prove that each server received every byte.
+// Command usweb is the testbed's own small web server. It serves static files;
+// POST /upload hashes the whole request body and logs it, so tests can prove
+// that each server received every byte; POST /transfer is a small transaction
+// service that appends a numbered receipt to a ledger (GET /ledger), so tests
+// can prove that a request in flight at a failover took effect exactly once.
 //
-// Behind nginx it listens on 127.0.0.1:8081 for the POST locations; without
-// nginx it serves everything on :80. Its replies carry nothing specific to
-// the host, so the primary and the backup answer byte for byte alike (apart
-// from the Date header), as the gateway's reply comparison expects.
+// Behind nginx it listens on 127.0.0.1:8081 for the POST locations and
+// /ledger; without nginx it serves everything on :80. Its replies carry
+// nothing specific to the host, so the primary and the backup answer byte for
+// byte alike (apart from the Date header), as the gateway's reply comparison
+// expects — except under /own/, served from -own, where a test may put
+// content that differs between the servers on purpose.
 package main
 
 import (
@@ -19,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -27,6 +32,8 @@ func main() {
 	listen := flag.String("listen", ":80", "address to listen on")
 	root := flag.String("root", ".", "directory of static files")
 	logPath := flag.String("log", "", "file to append one line per request to (default: none)")
+	ledgerPath := flag.String("ledger", "", "the transfers' ledger file (default: \"ledger\" beside -log, or in memory without -log)")
+	own := flag.String("own", "", "directory served under /own/ (default: none)")
 	flag.Parse()
 
 	var logw io.Writer = io.Discard
@@ -39,7 +46,17 @@ func main() {
 		logw = f
 	}
 
-	s := newServer(*root, logw)
+	if *ledgerPath == "" && *logPath != "" {
+		*ledgerPath = filepath.Join(filepath.Dir(*logPath), "ledger")
+	}
+	l, err := openLedger(*ledgerPath)
+	if err != nil {
+		log.Fatalf("usweb: %v", err)
+	}
+	defer l.Close()
+
+	s := newServer(*root, logw, l)
+	s.own = http.Dir(*own)
 	srv := &http.Server{
 		Handler:     s,
 		ConnContext: s.connContext,

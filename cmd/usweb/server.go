@@ -10,15 +10,19 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// server is usweb's handler: static files plus the body-hashing POST handlers.
+// server is usweb's handler: static files plus the body-hashing POST
+// handlers and the transaction service.
 type server struct {
 	root   http.Dir
 	static http.Handler
+	own    http.Dir // served under /own/: content that is this server's alone ("": none)
+	ledger *ledger
 	conns  atomic.Uint64
 
 	mu   sync.Mutex // serialises whole lines to log
@@ -40,8 +44,8 @@ type connInfo struct {
 	reqs atomic.Uint64
 }
 
-func newServer(root string, logw io.Writer) *server {
-	return &server{root: http.Dir(root), static: http.FileServer(http.Dir(root)), logw: logw}
+func newServer(root string, logw io.Writer, l *ledger) *server {
+	return &server{root: http.Dir(root), static: http.FileServer(http.Dir(root)), ledger: l, logw: logw}
 }
 
 // connContext is the http.Server ConnContext hook.
@@ -68,7 +72,13 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(rec, "method not allowed", http.StatusMethodNotAllowed)
 			break
 		}
-		s.hashBody(rec, r, r.URL.Path[1:])
+		if r.URL.Path == "/transfer" {
+			s.transfer(rec, r)
+			break
+		}
+		s.hashBody(rec, r, "upload")
+	case r.URL.Path == "/ledger" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		s.serveLedger(rec, r)
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		s.serveStatic(rec, r)
 	default:
@@ -92,7 +102,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // http.FileServer.
 func (s *server) serveStatic(w http.ResponseWriter, r *http.Request) {
 	name := path.Clean("/" + r.URL.Path)
-	if f, err := s.root.Open(name); err == nil {
+	dir := s.root
+	if rest, ok := strings.CutPrefix(name, "/own/"); ok && s.own != "" {
+		dir, name = s.own, "/"+rest
+	}
+	if f, err := dir.Open(name); err == nil {
 		defer f.Close()
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 			http.ServeContent(w, r, name, st.ModTime(), f)

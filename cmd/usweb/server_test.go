@@ -41,7 +41,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *syncBuffer) {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	s := newServer(root, logs)
+	s := newServer(root, logs, &ledger{})
 	ts := httptest.NewUnstartedServer(s)
 	ts.Config.ConnContext = s.connContext
 	ts.Start()
@@ -73,8 +73,11 @@ func TestServer(t *testing.T) {
 			wantLog: "upload 0 " + sha(nil)},
 		{name: "upload 1 MiB", method: "POST", path: "/upload", body: big, wantStatus: 200, wantReply: true,
 			wantLog: "upload 1048576 " + sha(big)},
-		{name: "transfer", method: "POST", path: "/transfer", body: []byte("amount=5"), wantStatus: 200, wantReply: true,
-			wantLog: "transfer 8 " + sha([]byte("amount=5"))},
+		{name: "transfer", method: "POST", path: "/transfer", body: []byte("from=a&to=b&amount=5"), wantStatus: 200,
+			wantBody: `{"seq":1,"from":"a","to":"b","amount":5,"memo_sha256":"` + sha(nil) + `"}` + "\n",
+			wantLog:  "transfer 20 " + sha([]byte("from=a&to=b&amount=5"))},
+		{name: "ledger empty", method: "GET", path: "/ledger", wantStatus: 200},
+		{name: "transfer wrong method", method: "GET", path: "/transfer", wantStatus: 405},
 		{name: "upload wrong method", method: "GET", path: "/upload", wantStatus: 405},
 		{name: "static wrong method", method: "PUT", path: "/index.html", body: []byte("x"), wantStatus: 405},
 	}
@@ -161,7 +164,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 // TestIncompleteBody: a body cut short must never log as a whole upload.
 func TestIncompleteBody(t *testing.T) {
 	logs := &syncBuffer{}
-	s := newServer(t.TempDir(), logs)
+	s := newServer(t.TempDir(), logs, &ledger{})
 	req := httptest.NewRequest("POST", "/upload", io.NopCloser(&failingReader{n: 1000}))
 	w := httptest.NewRecorder()
 	s.ServeHTTP(w, req)
