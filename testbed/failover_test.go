@@ -195,7 +195,11 @@ func survive(t *testing.T, b *Bed, fault Fault, failed Server, pos position) *In
 		minReply = int64(len(mustRead(t, filepath.Join(b.WWW(), "1k.bin"))) + len(mustRead(t, filepath.Join(b.WWW(), "index.html"))))
 	}
 	v := pkts.ClientView(since, minReply)
-	t.Logf("%s of the %s at %s: client stall %v (curl %v)", fault, failed, pos.name, v.Stall, tr.timeTotal())
+	if err == nil {
+		t.Logf("%s of the %s at %s: client stall %v (curl %v)", fault, failed, pos.name, v.Stall, tr.timeTotal())
+	} else {
+		t.Logf("%s of the %s at %s: the reply never completed (largest gap before it stopped: %v)", fault, failed, pos.name, v.Stall)
+	}
 	logGateway(t, b)
 
 	if err != nil {
@@ -212,7 +216,13 @@ func survive(t *testing.T, b *Bed, fault Fault, failed Server, pos position) *In
 	for _, p := range v.Problems() {
 		t.Error("the client saw " + p)
 	}
-	if pos.uri != "" && !servedSince(b, survivor, served0, pos.uri, pos.bytes) {
+	// The survivor's log may trail the client's view, but only a reply
+	// that reached the client is worth waiting for.
+	wait := time.Duration(0)
+	if err == nil {
+		wait = 5 * time.Second
+	}
+	if pos.uri != "" && !servedSince(b, survivor, served0, pos.uri, pos.bytes, wait) {
 		t.Errorf("%s's access log has no whole GET %s since the case began: %+v", survivor, pos.uri, b.AccessLog(survivor)[served0:])
 	}
 	return in
@@ -227,10 +237,10 @@ func (tr *Transfer) timeTotal() time.Duration {
 }
 
 // servedSince waits for s to log, after its first n entries, a whole GET of
-// uri from the client (bytes 0: any length): a standby finishes its reply
-// after the client has it.
-func servedSince(b *Bed, s Server, n int, uri string, bytes int64) bool {
-	deadline := time.Now().Add(5 * time.Second)
+// uri from the client (bytes 0: any length), for up to timeout: a standby
+// finishes its reply after the client has it.
+func servedSince(b *Bed, s Server, n int, uri string, bytes int64, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
 	for {
 		log := b.AccessLog(s)
 		for _, e := range log[min(n, len(log)):] {
@@ -461,7 +471,7 @@ func TestFailoverDivergence(t *testing.T) {
 			// failure: misses * interval = 5s.
 			gw := b.StartGateway("--probe-interval", "100ms", "--probe-misses", "50", "--probe-rise", "3", "--probe-http", "/index.html")
 			capture := b.StartTcpdump(b.Client(), "eth0", "tcp and host "+VIP)
-			bak0 := len(b.AccessLog(Bak))
+			pri0 := len(b.AccessLog(Pri))
 			// The backup, paused, answers the first request over a second
 			// after the primary: its Date header is certain to differ.
 			b.StopServer(Bak)
@@ -473,7 +483,8 @@ func TestFailoverDivergence(t *testing.T) {
 			b.ContServer(Bak)
 			time.Sleep(500 * time.Millisecond)
 			if err := b.Failover(); err != nil {
-				t.Error(err)
+				_, _ = run.Wait()
+				t.Fatal(err)
 			}
 			switched := time.Now()
 			tr, err := run.Wait()
@@ -500,13 +511,13 @@ func TestFailoverDivergence(t *testing.T) {
 			for _, p := range v.Problems() {
 				t.Error("the client saw " + p)
 			}
-			// The backup answered both requests on the one connection.
-			var second bool
-			for _, e := range b.AccessLog(Bak)[bak0:] {
-				second = second || (e.URI == path && e.ConnRequests == 2 && e.Status == 200)
-			}
-			if !second {
-				t.Errorf("the backup logged no second request on the connection: %+v", b.AccessLog(Bak)[bak0:])
+			// The backup shadows every request anyway; that the switch
+			// happened shows in the primary, which lost the connection
+			// before its second request.
+			for _, e := range b.AccessLog(Pri)[pri0:] {
+				if e.URI == path && e.ConnRequests == 2 {
+					t.Errorf("the primary served the second request after the failover: %+v", e)
+				}
 			}
 			if t.Failed() {
 				t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
