@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -134,4 +135,72 @@ func TestLinkWatcherMissingInterface(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "watch link fo-nonexistent") {
 		t.Fatalf("Run on a missing interface: %v", err)
 	}
+}
+
+// Carrier loss on the server-side interface takes both servers down at
+// once; when it returns, probes raise them after Rise.
+func TestMonitorLinkDown(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		mustRun(t, "ip", "link", "set", "lo", "up")
+		mustRun(t, "ip", "link", "add", "fo-a", "type", "veth", "peer", "name", "fo-b")
+		mustRun(t, "ip", "link", "set", "fo-a", "up")
+		mustRun(t, "ip", "link", "set", "fo-b", "up")
+		primary, _ := acceptor(t, "127.0.0.1:0")
+		backup, _ := acceptor(t, "127.0.0.1:0")
+		m, err := NewMonitor(MonitorConfig{
+			Config:  Config{Interval: 5 * time.Millisecond, Misses: 3, Rise: 3},
+			Servers: [2]netip.AddrPort{primary, backup},
+			Iface:   "fo-a",
+			Log:     quiet,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startMonitor(t, m)
+		got := map[int]Transition{}
+		collect := func(to Health) {
+			t.Helper()
+			clear(got)
+			deadline := time.After(2 * time.Second)
+			for len(got) < 2 {
+				select {
+				case tr := <-m.Events():
+					if tr.To != to {
+						t.Fatalf("transition %v, want to %v", tr, to)
+					}
+					got[tr.Server] = tr
+				case <-deadline:
+					t.Fatalf("transitions to %v: got %v; snapshot %+v", to, got, m.Snapshot())
+				}
+			}
+		}
+		collect(Up)
+
+		start := time.Now()
+		mustRun(t, "ip", "link", "set", "fo-b", "down")
+		collect(Down)
+		for _, tr := range got {
+			if tr.Cause != "carrier lost on fo-a (lower-layer-down)" || tr.DetectionLatency() != 0 {
+				t.Fatalf("link down transition %v", tr)
+			}
+			if took := tr.At.Sub(start); took > time.Second {
+				t.Fatalf("down %v after carrier loss", took)
+			}
+		}
+		snap := m.Snapshot()
+		if snap.Link == nil || !snap.Link.Known || snap.Link.Carrier || snap.Link.Changes != 1 {
+			t.Fatalf("link status %+v", snap.Link)
+		}
+		// Loopback probes still succeed, but not while the carrier is down.
+		time.Sleep(50 * time.Millisecond)
+		if st := m.Snapshot().Servers[Primary]; st.Health != Down || !st.LinkDown {
+			t.Fatalf("primary rose while the carrier was down: %+v", st)
+		}
+
+		mustRun(t, "ip", "link", "set", "fo-b", "up")
+		collect(Up)
+		if l := m.Snapshot().Link; !l.Carrier || l.Changes != 2 {
+			t.Fatalf("link status %+v", l)
+		}
+	})
 }

@@ -1,0 +1,346 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultEventBuffer is the Events channel's capacity when
+// MonitorConfig.EventBuffer is zero.
+const DefaultEventBuffer = 64
+
+// MonitorConfig configures a Monitor. The zero value plus server
+// addresses is valid.
+type MonitorConfig struct {
+	Config // probe interval (each probe's timeout too), misses, rise
+
+	Servers [2]netip.AddrPort // primary, backup: their real addresses and service port
+	Names   [2]string         // "" is "primary", "backup"
+
+	// HTTPPath selects HTTP probes of this path; empty means TCP connect
+	// probes, which cannot see a hung server (see TCPProber).
+	HTTPPath string
+	HTTPHost string // Host header of HTTP probes; "" is the server's address
+
+	// Iface is the gateway's server-side interface. Losing its carrier
+	// takes both servers down at once. Empty: no link watch.
+	Iface string
+
+	EventBuffer int          // capacity of Events; 0 is DefaultEventBuffer
+	Log         *slog.Logger // nil is slog.Default()
+
+	// Probers replaces the probe of a server (nil: built from the fields
+	// above). Its probes get a context with a deadline of one Interval.
+	Probers [2]Prober
+}
+
+// Monitor probes both servers, watches the server-side link, feeds the
+// detectors and delivers their transitions on Events.
+type Monitor struct {
+	cfg     MonitorConfig
+	log     *slog.Logger
+	srv     [2]*monServer
+	events  chan Transition
+	dropped atomic.Uint64
+	running atomic.Bool
+
+	linkMu sync.Mutex
+	link   LinkStatus
+}
+
+type monServer struct {
+	index  int
+	name   string
+	addr   netip.AddrPort
+	kind   string
+	prober Prober
+	custom bool
+
+	mu        sync.Mutex // serialises the probe loop, Evidence and Fence
+	det       *Detector
+	lastProbe time.Time
+	lastRTT   time.Duration
+	lastOK    bool
+	lastErr   string
+	timeouts  uint64
+}
+
+// NewMonitor checks cfg and prepares a monitor; Run starts it.
+func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
+	cfg.Config = cfg.Config.WithDefaults()
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = DefaultEventBuffer
+	}
+	if cfg.Names[0] == "" {
+		cfg.Names[0] = "primary"
+	}
+	if cfg.Names[1] == "" {
+		cfg.Names[1] = "backup"
+	}
+	m := &Monitor{
+		cfg:    cfg,
+		log:    cfg.Log,
+		events: make(chan Transition, cfg.EventBuffer),
+		link:   LinkStatus{Iface: cfg.Iface},
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	for i := range m.srv {
+		s := &monServer{
+			index:  i,
+			name:   cfg.Names[i],
+			addr:   cfg.Servers[i],
+			prober: cfg.Probers[i],
+			custom: cfg.Probers[i] != nil,
+			det:    NewDetector(i, cfg.Names[i], cfg.Config),
+		}
+		switch {
+		case s.custom:
+			s.kind = "custom"
+		case !s.addr.IsValid() || s.addr.Port() == 0:
+			return nil, fmt.Errorf("failover: %s server: no address and port to probe", s.name)
+		case cfg.HTTPPath != "":
+			s.kind = "http GET " + cfg.HTTPPath
+			s.prober = &HTTPProber{Addr: s.addr, Path: cfg.HTTPPath, Host: cfg.HTTPHost, Timeout: cfg.Interval}
+		default:
+			s.kind = "tcp connect"
+			s.prober = &TCPProber{Addr: s.addr, Timeout: cfg.Interval}
+		}
+		m.srv[i] = s
+	}
+	return m, nil
+}
+
+// Events delivers every health transition once, in order per server. The
+// channel is buffered; a transition that finds it full is dropped and
+// counted (Snapshot.EventsDropped) rather than stall the probes, so the
+// datapath should read it promptly. It is never closed.
+func (m *Monitor) Events() <-chan Transition { return m.events }
+
+// Run probes until ctx ends, then returns nil; it fails if the link watch
+// cannot start. It can be called once.
+func (m *Monitor) Run(ctx context.Context) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("failover: monitor already running")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	if m.cfg.Iface != "" {
+		w := &LinkWatcher{Iface: m.cfg.Iface, OnChange: m.linkChange, Log: m.log}
+		wg.Go(func() {
+			if err := w.Run(ctx); err != nil {
+				errc <- err
+				cancel()
+			}
+		})
+	}
+	for _, s := range m.srv {
+		wg.Go(func() { m.probeLoop(ctx, s) })
+	}
+	m.log.Info("failover monitor started", "interval", m.cfg.Interval, "misses", m.cfg.Misses, "rise", m.cfg.Rise,
+		"primary", m.srv[0].addr, "backup", m.srv[1].addr, "probe", m.srv[0].kind, "iface", m.cfg.Iface)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// probeLoop probes one server every Interval. A probe's timeout is one
+// Interval and the next probe starts only after it returned: a slow
+// server is probed less often, never by overlapping probes.
+func (m *Monitor) probeLoop(ctx context.Context, s *monServer) {
+	tick := time.NewTicker(m.cfg.Interval)
+	defer tick.Stop()
+	for {
+		start := time.Now()
+		var err error
+		if s.custom {
+			pctx, cancel := context.WithTimeout(ctx, m.cfg.Interval)
+			err = s.prober.Probe(pctx)
+			cancel()
+		} else {
+			err = s.prober.Probe(ctx)
+		}
+		if ctx.Err() != nil {
+			return // a probe cut short by shutdown says nothing of the server
+		}
+		m.record(s, start, time.Now(), err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *Monitor) record(s *monServer, start, end time.Time, err error) {
+	cause := ""
+	if err != nil {
+		cause = err.Error()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastProbe = end
+	s.lastRTT = end.Sub(start)
+	s.lastOK = err == nil
+	s.lastErr = cause
+	var pe *ProbeError
+	if errors.As(err, &pe) && pe.Timeout() {
+		s.timeouts++
+	}
+	if tr, changed := s.det.Observe(end, err == nil, cause); changed {
+		m.deliver(s, tr)
+	}
+}
+
+// Evidence reports a failure of server seen in a flow (e.g. "evidence:
+// primary reset a protected flow"). It counts as one missed probe. Safe to
+// call from the datapath: it never waits on I/O, only on a lock the probe
+// loop holds for a few instructions.
+func (m *Monitor) Evidence(server int, cause string) {
+	if server < 0 || server >= len(m.srv) {
+		return
+	}
+	s := m.srv[server]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tr, changed := s.det.Evidence(time.Now(), cause); changed {
+		m.deliver(s, tr)
+	}
+}
+
+// Fence marks server down at once, whatever its probes say, so that it
+// returns only after Rise good probes: the datapath calls it after the
+// operator's failover (an Action with Manual set). The transition, if the
+// server was not down already, is also delivered on Events.
+func (m *Monitor) Fence(server int, cause string) {
+	if server < 0 || server >= len(m.srv) {
+		return
+	}
+	s := m.srv[server]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tr, changed := s.det.Reset(time.Now(), Down, cause); changed {
+		m.deliver(s, tr)
+	}
+}
+
+func (m *Monitor) linkChange(ev LinkEvent) {
+	m.linkMu.Lock()
+	if m.link.Known {
+		m.link.Changes++
+	}
+	m.link.Known, m.link.Carrier, m.link.State, m.link.Since = true, ev.Carrier, ev.State, ev.At
+	m.linkMu.Unlock()
+	if ev.Carrier {
+		m.log.Info("server link carrier up", "iface", ev.Iface, "state", ev.State)
+	} else {
+		m.log.Warn("server link carrier lost", "iface", ev.Iface, "state", ev.State)
+	}
+	for _, s := range m.srv {
+		s.mu.Lock()
+		if ev.Carrier {
+			s.det.LinkUp(ev.At)
+		} else if tr, changed := s.det.LinkDown(ev.At, ev.Cause()); changed {
+			m.deliver(s, tr)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// deliver logs a transition and queues it without blocking. Called with
+// s.mu held, so that one server's transitions are queued in order.
+func (m *Monitor) deliver(s *monServer, tr Transition) {
+	if tr.To == Down {
+		m.log.Warn("server down", "server", tr.Name, "addr", s.addr, "from", tr.From, "to", tr.To,
+			"cause", tr.Cause, "detection_latency", tr.DetectionLatency(), "last_good", tr.LastGood)
+	} else {
+		m.log.Info("server "+tr.To.String(), "server", tr.Name, "addr", s.addr, "from", tr.From, "to", tr.To,
+			"cause", tr.Cause)
+	}
+	select {
+	case m.events <- tr:
+	default:
+		m.dropped.Add(1)
+		m.log.Error("failover event dropped: events channel full", "server", tr.Name, "to", tr.To)
+	}
+}
+
+// ServerStatus is one server's probe and health state.
+type ServerStatus struct {
+	Index int            `json:"index"`
+	Name  string         `json:"name"`
+	Addr  netip.AddrPort `json:"addr"`
+	Probe string         `json:"probe"` // "tcp connect", "http GET /path", "custom"
+	DetectorStatus
+	LastProbe   time.Time     `json:"last_probe"`
+	LastProbeOK bool          `json:"last_probe_ok"`
+	LastError   string        `json:"last_error,omitempty"` // of the last probe
+	LastRTT     time.Duration `json:"last_rtt_ns"`
+	Timeouts    uint64        `json:"probe_timeouts"` // of ProbesFailed
+}
+
+// LinkStatus is the watched interface's carrier.
+type LinkStatus struct {
+	Iface   string    `json:"iface"`
+	Known   bool      `json:"known"` // the watch has reported
+	Carrier bool      `json:"carrier"`
+	State   string    `json:"state,omitempty"`
+	Since   time.Time `json:"since"`
+	Changes uint64    `json:"changes"` // carrier changes after the first report
+}
+
+// Snapshot is the monitor's state for status output.
+type Snapshot struct {
+	Servers       [2]ServerStatus `json:"servers"`
+	Link          *LinkStatus     `json:"link,omitempty"` // nil without Iface
+	EventsDropped uint64          `json:"events_dropped"`
+	Interval      time.Duration   `json:"interval_ns"`
+	Misses        int             `json:"misses"`
+	Rise          int             `json:"rise"`
+}
+
+// Snapshot returns the current state; safe to call at any time.
+func (m *Monitor) Snapshot() Snapshot {
+	snap := Snapshot{
+		EventsDropped: m.dropped.Load(),
+		Interval:      m.cfg.Interval,
+		Misses:        m.cfg.Misses,
+		Rise:          m.cfg.Rise,
+	}
+	for i, s := range m.srv {
+		s.mu.Lock()
+		snap.Servers[i] = ServerStatus{
+			Index:          i,
+			Name:           s.name,
+			Addr:           s.addr,
+			Probe:          s.kind,
+			DetectorStatus: s.det.Status(),
+			LastProbe:      s.lastProbe,
+			LastProbeOK:    s.lastOK,
+			LastError:      s.lastErr,
+			LastRTT:        s.lastRTT,
+			Timeouts:       s.timeouts,
+		}
+		s.mu.Unlock()
+	}
+	if m.cfg.Iface != "" {
+		m.linkMu.Lock()
+		l := m.link
+		m.linkMu.Unlock()
+		snap.Link = &l
+	}
+	return snap
+}
