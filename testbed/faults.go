@@ -260,8 +260,9 @@ func (b *Bed) Failover() error {
 // whose entries have no address.
 var serverStatusNames = map[Server]string{Pri: "primary", Bak: "backup"}
 
-// ServerState is server s's role ("active", "standby", "failed") and health
-// ("up", "down") in a decoded status; empty where the status does not say.
+// ServerState is server s's role ("active", "standby", or the gateway's word
+// for out of service) and health ("up", "down") in a decoded status; empty
+// where the status does not say.
 func ServerState(st map[string]any, s Server) (role, health string) {
 	list, _ := st["servers"].([]any)
 	for _, e := range list {
