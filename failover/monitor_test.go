@@ -19,7 +19,16 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // with the returned function.
 func acceptor(t *testing.T, addr string) (netip.AddrPort, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
+	// Re-listening on a fixed port can race with the probes' own sockets
+	// for a moment (a probe's ephemeral port may be that very port).
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(time.Second); ; {
+		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
