@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"understudy/capture"
+	"understudy/failover"
 	"understudy/rewrite"
 	"understudy/tcpstate"
 )
@@ -27,7 +28,11 @@ type Config struct {
 	// VerifyChecksums drops frames whose checksums are wrong before they can
 	// change any flow's state.
 	VerifyChecksums bool
-	Log             *slog.Logger
+	// Probe configures failure detection: interval (each probe's timeout
+	// too), misses, rise, and an HTTP path (empty: TCP connect probes).
+	Probe     failover.Config
+	ProbeHTTP string
+	Log       *slog.Logger
 }
 
 // Drop reasons the loop itself counts, beside rewrite's and tcpstate's.
@@ -65,6 +70,12 @@ type Gateway struct {
 
 	ringMu        sync.Mutex
 	ringDropTotal uint64
+
+	mon          *failover.Monitor
+	arb          *failover.Arbiter
+	names        [2]string
+	last         *Failover
+	evidenceSeen uint64
 }
 
 func addr4(a netip.Addr) [4]byte { return a.As4() }
@@ -143,6 +154,19 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 			g.log.Warn("server MAC not resolved yet", "server", s, "err", err)
 		}
 	}
+	g.names = [2]string{"primary", "backup"}
+	g.arb = failover.NewArbiter(g.names)
+	g.mon, err = failover.NewMonitor(failover.MonitorConfig{
+		Config:   cfg.Probe,
+		Servers:  [2]netip.AddrPort{netip.AddrPortFrom(cfg.Primary, ports[0]), netip.AddrPortFrom(cfg.Backup, ports[0])},
+		Names:    g.names,
+		HTTPPath: cfg.ProbeHTTP,
+		Iface:    cfg.ServerIface,
+		Log:      g.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	tc := cfg.Table
 	tc.Services = cfg.Services
 	tc.Servers = [2][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
@@ -206,14 +230,21 @@ const pollInterval = 2 * time.Millisecond
 // batch bounds the frames taken from one ring before the other gets a turn.
 const batch = 64
 
-// Run moves frames until ctx is cancelled.
+// Run moves frames until ctx is cancelled, and runs failure detection
+// beside them.
 func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	monErr := make(chan error, 1)
+	go func() { monErr <- g.mon.Run(ctx) }()
+	defer func() { cancel(); <-monErr }()
 	for ctx.Err() == nil {
 		if err := capture.Wait(g.rings, pollInterval); err != nil {
 			return fmt.Errorf("datapath: wait for frames: %w", err)
 		}
 		g.mu.Lock()
 		now := int64(time.Since(g.start))
+		g.events(now)
 		for {
 			n := g.drain(0, now) + g.drain(1, now)
 			if n == 0 {

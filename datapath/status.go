@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"understudy/failover"
 	"understudy/rewrite"
 	"understudy/tcpstate"
 )
@@ -24,6 +25,9 @@ type Status struct {
 	Drops        map[string]uint64   `json:"drops"`
 	KernelBypass BypassStatus        `json:"kernel_bypass"`
 	Offloads     map[string][]string `json:"offloads_disabled"`
+	LastFailover *Failover           `json:"last_failover"`
+	Detection    failover.Snapshot   `json:"detection"`
+	History      []failover.Action   `json:"role_history"`
 }
 
 // ServiceStatus is one protected VIP:port.
@@ -36,8 +40,8 @@ type ServiceStatus struct {
 type ServerStatus struct {
 	Name   string `json:"name"`
 	Addr   string `json:"addr"`
-	Role   string `json:"role"`
-	Health string `json:"health"`
+	Role   string `json:"role"`   // active, standby or out
+	Health string `json:"health"` // up, down or unknown (not yet probed enough)
 }
 
 // FlowCounts summarises the flow table.
@@ -93,6 +97,7 @@ func (g *Gateway) Status() Status {
 		}
 	})
 	s.Flows.Total = g.table.Len()
+	s.LastFailover = g.lastFailover()
 	s.Flows.HalfOpen = g.table.HalfOpen()
 	events, drops := g.table.Stats.Map()
 	s.Packets = PacketCounts{ClientRx: g.clientRx, ServerRx: g.serverRx, Events: events}
@@ -110,10 +115,13 @@ func (g *Gateway) Status() Status {
 	for _, sv := range g.cfg.Services {
 		s.Services = append(s.Services, ServiceStatus{VIP: netip.AddrFrom4(sv.VIP).String(), Port: sv.Port})
 	}
-	s.Servers = []ServerStatus{
-		{Name: "primary", Addr: g.cfg.Primary.String(), Role: "active", Health: "up"},
-		{Name: "backup", Addr: g.cfg.Backup.String(), Role: "standby", Health: "up"},
+	roles := g.arb.Roles()
+	for i, a := range []netip.Addr{g.cfg.Primary, g.cfg.Backup} {
+		s.Servers = append(s.Servers, ServerStatus{Name: g.names[i], Addr: a.String(),
+			Role: roles.Role(i), Health: roles.Health[i].String()})
 	}
+	s.Detection = g.mon.Snapshot()
+	s.History = g.arb.History()
 	s.KernelBypass.Installed = g.bypass != nil
 	if g.bypass != nil {
 		c, err := g.bypass.Counters()

@@ -61,6 +61,17 @@ func (k ActionKind) String() string {
 // MarshalText makes ActionKind read as a word in JSON status output.
 func (k ActionKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText reads the word MarshalText wrote, so status decodes.
+func (k *ActionKind) UnmarshalText(b []byte) error {
+	for v := NoAction; v <= Activate; v++ {
+		if v.String() == string(b) {
+			*k = v
+			return nil
+		}
+	}
+	return fmt.Errorf("failover: unknown action %q", b)
+}
+
 // Action is a role change for the datapath to carry out.
 type Action struct {
 	Kind ActionKind `json:"kind"`

@@ -23,6 +23,10 @@ type Config struct {
 	// Rise is how many consecutive successes bring a server up, so that a
 	// flapping server is not reintegrated on its first good answer.
 	Rise int
+	// Timeout bounds one probe; zero means one Interval. A longer timeout
+	// tolerates a server slowed by load, at the price of slower detection
+	// of a silent host (Misses timeouts).
+	Timeout time.Duration
 }
 
 // WithDefaults returns c with zero (or negative) fields set to defaults.
@@ -35,6 +39,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Rise <= 0 {
 		c.Rise = DefaultRise
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = c.Interval
 	}
 	return c
 }
@@ -62,6 +69,17 @@ func (h Health) String() string {
 
 // MarshalText makes Health read as a word in JSON status output.
 func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText reads the word MarshalText wrote, so status decodes.
+func (h *Health) UnmarshalText(b []byte) error {
+	for _, v := range []Health{Unknown, Up, Down} {
+		if v.String() == string(b) {
+			*h = v
+			return nil
+		}
+	}
+	return fmt.Errorf("failover: unknown health %q", b)
+}
 
 // Transition is a change of a server's health.
 type Transition struct {

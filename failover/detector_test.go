@@ -190,12 +190,36 @@ func TestDetectorDownTimes(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	got := Config{}.WithDefaults()
-	want := Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 3}
+	want := Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 3, Timeout: 10 * time.Millisecond}
 	if got != want {
 		t.Fatalf("defaults %+v, want %+v", got, want)
 	}
-	keep := Config{Interval: time.Second, Misses: 5, Rise: 2}
+	if got := (Config{Interval: time.Second}).WithDefaults(); got.Timeout != time.Second {
+		t.Fatalf("timeout defaults to %v, want the interval", got.Timeout)
+	}
+	keep := Config{Interval: time.Second, Misses: 5, Rise: 2, Timeout: 3 * time.Second}
 	if got := keep.WithDefaults(); got != keep {
 		t.Fatalf("WithDefaults changed set fields: %+v", got)
+	}
+}
+
+func TestHealthTextRoundTrip(t *testing.T) {
+	for _, h := range []Health{Unknown, Up, Down} {
+		b, _ := h.MarshalText()
+		var back Health
+		if err := back.UnmarshalText(b); err != nil || back != h {
+			t.Errorf("%v: %v %v", h, back, err)
+		}
+	}
+	var h Health
+	if err := h.UnmarshalText([]byte("sideways")); err == nil {
+		t.Error("accepted an unknown word")
+	}
+	for k := NoAction; k <= Activate; k++ {
+		b, _ := k.MarshalText()
+		var back ActionKind
+		if err := back.UnmarshalText(b); err != nil || back != k {
+			t.Errorf("%v: %v %v", k, back, err)
+		}
 	}
 }

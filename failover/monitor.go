@@ -108,10 +108,10 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 			return nil, fmt.Errorf("failover: %s server: no address and port to probe", s.name)
 		case cfg.HTTPPath != "":
 			s.kind = "http GET " + cfg.HTTPPath
-			s.prober = &HTTPProber{Addr: s.addr, Path: cfg.HTTPPath, Host: cfg.HTTPHost, Timeout: cfg.Interval}
+			s.prober = &HTTPProber{Addr: s.addr, Path: cfg.HTTPPath, Host: cfg.HTTPHost, Timeout: cfg.Timeout}
 		default:
 			s.kind = "tcp connect"
-			s.prober = &TCPProber{Addr: s.addr, Timeout: cfg.Interval}
+			s.prober = &TCPProber{Addr: s.addr, Timeout: cfg.Timeout}
 		}
 		m.srv[i] = s
 	}
@@ -157,9 +157,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-// probeLoop probes one server every Interval. A probe's timeout is one
-// Interval and the next probe starts only after it returned: a slow
-// server is probed less often, never by overlapping probes.
+// probeLoop probes one server every Interval. A probe's timeout is
+// Timeout (one Interval unless set) and the next probe starts only after it
+// returned: a slow server is probed less often, never by overlapping probes.
 func (m *Monitor) probeLoop(ctx context.Context, s *monServer) {
 	tick := time.NewTicker(m.cfg.Interval)
 	defer tick.Stop()
@@ -167,7 +167,7 @@ func (m *Monitor) probeLoop(ctx context.Context, s *monServer) {
 		start := time.Now()
 		var err error
 		if s.custom {
-			pctx, cancel := context.WithTimeout(ctx, m.cfg.Interval)
+			pctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 			err = s.prober.Probe(pctx)
 			cancel()
 		} else {

@@ -17,7 +17,7 @@ type Spec struct {
 	SACKPermitted    bool
 	HasTS            bool
 	TSval, TSecr     uint32
-	TTL              uint8 // 0 means 64
+	TTL              uint8  // 0 means 64
 	Payload          []byte // copied after the headers (replayed data)
 }
 

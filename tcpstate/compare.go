@@ -2,32 +2,77 @@ package tcpstate
 
 import "hash/crc32"
 
-// The two reply streams are compared at common offsets through CRCs of
-// fixed blocks, so neither stream is copied: a flow keeps the last cmpRing
-// block sums of each leg, enough to compare legs up to cmpRing*cmpBlock bytes
-// apart.
+// The two reply streams are compared at common offsets through CRCs, so
+// neither stream is copied. Each leg keeps CRCs of 64-byte sub-blocks for
+// its current and previous 1 KiB block — fine enough that an equal-length
+// difference (a Date header) is followed by agreeing sub-blocks even in a
+// small reply — and CRCs of its last cmpRing whole blocks, so legs up to
+// cmpRing KiB apart are still compared, coarsely.
 const (
 	cmpBlock = 1024
-	cmpRing  = 32
+	cmpSub   = 64
+	cmpSubs  = cmpBlock / cmpSub
+	cmpRing  = 16
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // streamSum hashes one leg's reply stream in order.
 type streamSum struct {
-	off  uint32 // bytes hashed, contiguous from the stream's start
-	cur  uint32 // CRC of the current, partial block
-	ring [cmpRing]uint32
+	off    uint32 // bytes hashed, contiguous from the stream's start
+	cur    uint32 // CRC of the current block's bytes
+	subCur uint32 // CRC of the current sub-block's bytes
+	subs   [2][cmpSubs]uint32
+	ring   [cmpRing]uint32
+}
+
+func (s *streamSum) add(data []byte) {
+	for len(data) > 0 {
+		n := min(cmpSub-int(s.off%cmpSub), len(data))
+		s.cur = crc32.Update(s.cur, castagnoli, data[:n])
+		s.subCur = crc32.Update(s.subCur, castagnoli, data[:n])
+		s.off += uint32(n)
+		data = data[n:]
+		if s.off%cmpSub != 0 {
+			continue
+		}
+		last := s.off - 1
+		blk := last / cmpBlock
+		s.subs[blk%2][last%cmpBlock/cmpSub] = s.subCur
+		s.subCur = 0
+		if s.off%cmpBlock == 0 {
+			s.ring[blk%cmpRing] = s.cur
+			s.cur = 0
+		}
+	}
+}
+
+// subCRC returns the CRC of sub-block j of block k if the leg still holds it.
+func (s *streamSum) subCRC(k, j uint32) (uint32, bool) {
+	if k*cmpSubs+j >= s.off/cmpSub || k+1 < s.off/cmpBlock {
+		return 0, false
+	}
+	return s.subs[k%2][j], true
+}
+
+// blockCRC returns the CRC of whole block k if the leg still holds it.
+func (s *streamSum) blockCRC(k uint32) (uint32, bool) {
+	done := s.off / cmpBlock
+	if k >= done || done-k > cmpRing {
+		return 0, false
+	}
+	return s.ring[k%cmpRing], true
 }
 
 // comparer holds both legs' sums and what comparing them found.
 type comparer struct {
-	legs      [2]streamSum
-	next      uint32 // next whole block to compare
-	compared  bool   // at least one comparison made
-	lastOK    bool   // the most recent comparison agreed
-	mismatch  bool   // a comparison disagreed since the flag was last cleared
-	recovered uint32 // agreements that followed a disagreement
+	legs       [2]streamSum
+	unit       uint32 // next sub-block to compare, counted from the stream's start
+	compared   bool   // at least one comparison made
+	lastOK     bool   // the most recent comparison agreed
+	mismatch   bool   // a comparison disagreed since the flag was last cleared
+	recovered  uint32 // agreements that followed a disagreement
+	uncompared uint32 // blocks the legs were too far apart to compare
 }
 
 // feed hashes the part of a segment at stream offset off that extends leg
@@ -35,41 +80,43 @@ type comparer struct {
 // Out-of-order bytes are skipped: a retransmission fills the gap later.
 func (c *comparer) feed(i uint8, off uint32, data []byte) (compared, agreed int) {
 	s := &c.legs[i]
-	if d := int32(s.off - off); d < 0 || int(d) >= len(data) {
+	d := int32(s.off - off)
+	if d < 0 || int(d) >= len(data) {
 		return 0, 0
-	} else {
-		data = data[d:]
 	}
-	for len(data) > 0 {
-		room := cmpBlock - int(s.off%cmpBlock)
-		n := min(room, len(data))
-		s.cur = crc32.Update(s.cur, castagnoli, data[:n])
-		s.off += uint32(n)
-		data = data[n:]
-		if n == room {
-			s.ring[(s.off/cmpBlock-1)%cmpRing] = s.cur
-			s.cur = 0
-		}
-	}
+	s.add(data[d:])
 	return c.compare()
 }
 
-// compare checks every whole block both legs hold, then the partial block
-// when both legs stand at the same offset.
+// compare checks, in stream order, every sub-block both legs hold, whole
+// blocks where one leg has gone too far ahead to hold the sub-blocks, and
+// the partial sub-block when both legs stand at the same offset.
 func (c *comparer) compare() (compared, agreed int) {
 	a, b := &c.legs[0], &c.legs[1]
-	doneA, doneB := a.off/cmpBlock, b.off/cmpBlock
-	common := min(doneA, doneB)
-	// Blocks that fell out of the ring of the leg that is ahead cannot be
-	// compared any more.
-	if oldest := max(doneA, doneB); oldest > cmpRing && c.next < oldest-cmpRing {
-		c.next = oldest - cmpRing
+	common := min(a.off, b.off) / cmpSub
+	for c.unit < common {
+		k, j := c.unit/cmpSubs, c.unit%cmpSubs
+		x, okA := a.subCRC(k, j)
+		y, okB := b.subCRC(k, j)
+		if okA && okB {
+			c.record(x == y, &compared, &agreed)
+			c.unit++
+			continue
+		}
+		if min(a.off, b.off)/cmpBlock <= k {
+			break // the trailing leg has not finished block k yet
+		}
+		x, okA = a.blockCRC(k)
+		y, okB = b.blockCRC(k)
+		if okA && okB {
+			c.record(x == y, &compared, &agreed)
+		} else {
+			c.uncompared++
+		}
+		c.unit = (k + 1) * cmpSubs
 	}
-	for ; c.next < common; c.next++ {
-		c.record(a.ring[c.next%cmpRing] == b.ring[c.next%cmpRing], &compared, &agreed)
-	}
-	if a.off == b.off && a.off%cmpBlock != 0 {
-		c.record(a.cur == b.cur, &compared, &agreed)
+	if a.off == b.off && a.off%cmpSub != 0 {
+		c.record(a.subCur == b.subCur, &compared, &agreed)
 	}
 	return compared, agreed
 }

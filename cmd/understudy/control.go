@@ -54,6 +54,15 @@ func listenControl(path string, gw *datapath.Gateway) (*control, error) {
 		enc.SetIndent("", "  ")
 		enc.Encode(gw.Status())
 	})
+	mux.HandleFunc("POST /failover", func(w http.ResponseWriter, r *http.Request) {
+		last, err := gw.ManualFailover(r.URL.Query().Get("to"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(last)
+	})
 	c := &control{path: path, ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go c.srv.Serve(ln)
 	return c, nil
@@ -77,7 +86,15 @@ func controlClient(path string) *http.Client {
 }
 
 func controlGet(path, what string) ([]byte, error) {
-	resp, err := controlClient(path).Get("http://understudy/" + what)
+	return controlDo(path, http.MethodGet, what)
+}
+
+func controlDo(path, method, what string) ([]byte, error) {
+	req, err := http.NewRequest(method, "http://understudy/"+what, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := controlClient(path).Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "connection refused") {
 			return nil, fmt.Errorf("no gateway answers on %s: is `understudy run` running (with this --control)?", path)
@@ -90,7 +107,7 @@ func controlGet(path, what string) ([]byte, error) {
 		return nil, fmt.Errorf("read reply from %s: %w", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", what, strings.TrimSpace(string(body)))
+		return nil, errors.New(strings.TrimSpace(string(body)))
 	}
 	return body, nil
 }
@@ -145,4 +162,35 @@ func printStatus(w io.Writer, st *datapath.Status) {
 	fmt.Fprintf(w, "drops: %s\n", strings.Join(drops, " "))
 	fmt.Fprintf(w, "kernel bypass: client dropped %d, server dropped %d, kernel forwarded %d\n",
 		st.KernelBypass.ClientDropped, st.KernelBypass.ServerDropped, st.KernelBypass.KernelForwarded)
+	if l := st.LastFailover; l != nil {
+		fmt.Fprintf(w, "last failover: %s %s failed (%s); detected in %.1f ms; %d flows moved, %d reset, %d unprotected; longest client stall %.1f ms over %d flows\n",
+			l.At.Format(time.RFC3339Nano), l.Server, l.Cause, l.DetectedMS, l.FlowsMoved, l.FlowsReset, l.FlowsAlone, l.MaxStallMS, l.StallFlows)
+	} else {
+		fmt.Fprintln(w, "last failover: none")
+	}
+}
+
+func cmdFailover(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
+	to := fs.String("to", "", "server to make active: backup or primary (default: the standby)")
+	path := fs.String("control", defaultControl, "control socket path")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usagef("failover: %v", err)
+	}
+	if *to != "" && *to != "backup" && *to != "primary" {
+		return usagef("failover: --to %q: use backup or primary", *to)
+	}
+	body, err := controlDo(*path, http.MethodPost, "failover?to="+*to)
+	if err != nil {
+		return fmt.Errorf("failover: %w", err)
+	}
+	var f datapath.Failover
+	if err := json.Unmarshal(body, &f); err != nil {
+		return fmt.Errorf("failover: decode reply: %w", err)
+	}
+	fmt.Fprintf(stdout, "failed over from %s: %d flows moved, %d reset, %d unprotected\n", f.Server, f.FlowsMoved, f.FlowsReset, f.FlowsAlone)
+	return nil
 }

@@ -7,6 +7,7 @@
 //
 //	understudy run --client-iface IF --server-iface IF --vip IP --port N[,N...] --primary IP --backup IP
 //	understudy status [--json] [--control PATH]
+//	understudy failover [--to backup|primary] [--control PATH]
 package main
 
 import (
@@ -26,8 +27,10 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
 const usage = `usage:
-  understudy run --client-iface IF --server-iface IF --vip IPv4 --port N[,N...] --primary IPv4 --backup IPv4 [--control PATH]
+  understudy run --client-iface IF --server-iface IF --vip IPv4 --port N[,N...] --primary IPv4 --backup IPv4
+                 [--control PATH] [--probe-interval 10ms] [--probe-misses 3] [--probe-rise 3] [--probe-http PATH]
   understudy status [--json] [--control PATH]
+  understudy failover [--to backup|primary] [--control PATH]
 run 'understudy COMMAND --help' for a command's flags`
 
 func main() {
@@ -45,6 +48,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
+	case "failover":
+		err = cmdFailover(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0

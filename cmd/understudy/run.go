@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"understudy/datapath"
+	"understudy/failover"
 	"understudy/tcpstate"
 )
 
@@ -26,6 +28,10 @@ type runFlags struct {
 	ports                    string
 	control                  string
 	logFormat                string
+	probeInterval            time.Duration
+	probeMisses, probeRise   int
+	probeTimeout             time.Duration
+	probeHTTP                string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -40,6 +46,11 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.backup, "backup", "", "backup server's IPv4 address")
 	fs.StringVar(&f.control, "control", defaultControl, "control socket path")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&f.probeInterval, "probe-interval", failover.DefaultInterval, "interval between health probes of each server (also each probe's timeout)")
+	fs.DurationVar(&f.probeTimeout, "probe-timeout", 0, "timeout of one probe (default: the probe interval); longer tolerates a loaded server, detects a silent host slower")
+	fs.IntVar(&f.probeMisses, "probe-misses", failover.DefaultMisses, "consecutive failed probes that declare a server down")
+	fs.IntVar(&f.probeRise, "probe-rise", failover.DefaultRise, "consecutive good probes that bring a failed server back as standby")
+	fs.StringVar(&f.probeHTTP, "probe-http", "", "probe with an HTTP GET of this path instead of a TCP connect (detects hung servers)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -95,6 +106,23 @@ func (f *runFlags) gatewayConfig() (datapath.Config, error) {
 	for _, p := range ports {
 		c.Services = append(c.Services, tcpstate.Service{VIP: vip.As4(), Port: p})
 	}
+	if f.probeInterval < time.Millisecond || f.probeInterval > time.Minute {
+		return c, usagef("run: --probe-interval %v: use a duration from 1ms to 1m (example: 10ms)", f.probeInterval)
+	}
+	if f.probeTimeout != 0 && (f.probeTimeout < time.Millisecond || f.probeTimeout > time.Minute) {
+		return c, usagef("run: --probe-timeout %v: use a duration from 1ms to 1m, or leave it out to use the interval", f.probeTimeout)
+	}
+	if f.probeMisses < 1 || f.probeMisses > 1000 {
+		return c, usagef("run: --probe-misses %d: use a count from 1 to 1000", f.probeMisses)
+	}
+	if f.probeRise < 1 || f.probeRise > 1000 {
+		return c, usagef("run: --probe-rise %d: use a count from 1 to 1000", f.probeRise)
+	}
+	if f.probeHTTP != "" && !strings.HasPrefix(f.probeHTTP, "/") {
+		return c, usagef("run: --probe-http %q: give a path starting with / (example: /index.html)", f.probeHTTP)
+	}
+	c.Probe = failover.Config{Interval: f.probeInterval, Misses: f.probeMisses, Rise: f.probeRise, Timeout: f.probeTimeout}
+	c.ProbeHTTP = f.probeHTTP
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return c, usagef("run: --log-format %q: use text or json", f.logFormat)
 	}

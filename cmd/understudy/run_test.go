@@ -47,6 +47,11 @@ func TestRunFlagErrors(t *testing.T) {
 		{"port list bad", with("--port", "80,x"), `--port "x"`},
 		{"port twice", with("--port", "80,80"), "listed twice"},
 		{"log format", with("--log-format", "xml"), "use text or json"},
+		{"probe interval", with("--probe-interval", "0s"), "--probe-interval 0s"},
+		{"probe timeout", with("--probe-timeout", "2m"), "--probe-timeout 2m0s"},
+		{"probe misses", with("--probe-misses", "0"), "--probe-misses 0"},
+		{"probe rise", with("--probe-rise", "-1"), "--probe-rise -1"},
+		{"probe http", with("--probe-http", "index.html"), "starting with /"},
 		{"unknown flag", with("--bogus", "1"), "flag provided but not defined"},
 	}
 	for _, tc := range cases {

@@ -1,0 +1,122 @@
+package datapath
+
+import (
+	"fmt"
+	"time"
+
+	"understudy/failover"
+	"understudy/tcpstate"
+)
+
+// Failover is the last role change that moved flows, for status.
+type Failover struct {
+	At          time.Time `json:"at"`
+	Server      string    `json:"server"` // the server that failed
+	Cause       string    `json:"cause"`
+	Manual      bool      `json:"manual"`
+	DetectedMS  float64   `json:"detected_ms"` // first missed probe to decision
+	FlowsMoved  int       `json:"flows_moved"`
+	FlowsReset  int       `json:"flows_reset"`
+	FlowsAlone  int       `json:"flows_unprotected"`
+	StallFlows  int       `json:"stall_flows"`  // moved flows that were mid-transfer
+	MaxStallMS  float64   `json:"max_stall_ms"` // longest wait such a client had
+	tableRecord bool
+}
+
+// events takes the monitor's transitions without waiting and acts on them.
+// Called by the loop with g.mu held.
+func (g *Gateway) events(now int64) {
+	for {
+		select {
+		case tr := <-g.mon.Events():
+			g.carryOut(g.arb.Apply(tr), tr, now)
+		default:
+			g.evidence()
+			return
+		}
+	}
+}
+
+// carryOut makes the flow table follow a role change.
+func (g *Gateway) carryOut(act failover.Action, tr failover.Transition, now int64) {
+	switch act.Kind {
+	case failover.ServiceDown:
+		// No server can take over. Resetting every flow would turn a false
+		// alarm into an outage; the flows stay with the server, which may
+		// still answer, and new flows go to it until another comes up.
+		g.log.Error("no standby to take over: flows stay on the failed server",
+			"server", g.names[act.Server], "cause", act.Cause)
+	case failover.Takeover, failover.StandbyLost:
+		failed := act.Server
+		if act.Kind == failover.Takeover {
+			failed = act.From
+		}
+		rec := g.table.ServerDown(now, failed, act.Cause)
+		g.last = &Failover{
+			At: act.At, Server: g.names[failed], Cause: act.Cause, Manual: act.Manual,
+			FlowsMoved: rec.FlowsMoved, FlowsReset: rec.FlowsReset, FlowsAlone: rec.FlowsAlone,
+			tableRecord: true,
+		}
+		if !tr.FirstMiss.IsZero() && !act.Manual {
+			g.last.DetectedMS = ms(tr.At.Sub(tr.FirstMiss))
+		}
+		g.log.Warn("failover", "action", act.Kind.String(), "failed", g.names[failed], "cause", act.Cause,
+			"flows_moved", rec.FlowsMoved, "flows_reset", rec.FlowsReset, "flows_unprotected", rec.FlowsAlone,
+			"detected_ms", g.last.DetectedMS)
+	case failover.Reintegrate, failover.Activate:
+		g.log.Info("server back", "action", act.Kind.String(), "server", g.names[act.Server], "cause", act.Cause)
+	}
+	if r := g.arb.Roles(); r.Active != failover.None {
+		g.table.SetRoles(r.Active, r.Standby)
+	}
+}
+
+// evidence passes per-flow failure signals (a reset or an early FIN from
+// the live server of a protected flow) to the detector of the active server.
+func (g *Gateway) evidence() {
+	c := &g.table.Stats.Counters
+	n := c[tcpstate.PrimaryRSTs] + c[tcpstate.PrematureFins]
+	if n == g.evidenceSeen {
+		return
+	}
+	g.evidenceSeen = n
+	if r := g.arb.Roles(); r.Active != failover.None {
+		g.mon.Evidence(r.Active, "evidence: the active server reset or closed a protected flow early")
+	}
+}
+
+// ManualFailover moves the active role to the standby now, as the
+// operator's `understudy failover` asks; to names the server that should
+// become active ("" for the standby).
+func (g *Gateway) ManualFailover(to string) (*Failover, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	act, err := g.arb.Manual(to, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if act.Kind != failover.Takeover {
+		return nil, fmt.Errorf("nothing to do: %s", act)
+	}
+	g.carryOut(act, failover.Transition{}, int64(time.Since(g.start)))
+	// The old active server returns as standby only after good probes.
+	g.mon.Fence(act.From, "manual failover")
+	last := *g.last
+	return &last, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// lastFailover completes the record with what the flow table measured
+// since: stalls are known only once the moved flows have sent again.
+func (g *Gateway) lastFailover() *Failover {
+	if g.last == nil {
+		return nil
+	}
+	l := *g.last
+	if rec, ok := g.table.LastFailover(); ok && l.tableRecord {
+		l.StallFlows = rec.StallFlows
+		l.MaxStallMS = ms(time.Duration(rec.MaxStall))
+	}
+	return &l
+}

@@ -1,0 +1,92 @@
+package tcpstate
+
+import (
+	"bytes"
+	"math/rand"
+	"testing"
+)
+
+// feedAll delivers a stream to leg i in segments of the given size.
+func feedAll(c *comparer, i uint8, data []byte, seg int) {
+	for off := 0; off < len(data); off += seg {
+		c.feed(i, uint32(off), data[off:min(off+seg, len(data))])
+	}
+}
+
+func TestComparer(t *testing.T) {
+	rnd := rand.New(rand.NewSource(1))
+	body := make([]byte, 40000)
+	rnd.Read(body)
+	sub := func(at int, s string) []byte {
+		b := append([]byte(nil), body...)
+		copy(b[at:], s)
+		return b
+	}
+	shifted := append([]byte("x"), body...)
+	cases := []struct {
+		name     string
+		a, b     []byte
+		segA     int
+		segB     int
+		diverged bool
+	}{
+		{"equal", body, body, 1448, 1000, false},
+		{"equal, far apart sizes", body, body, 7, 1448, false},
+		{"date in a small reply", sub(40, "Date: 21"), body, 1448, 1448, false},
+		{"date near the end", sub(len(body)-100, "99"), body, 1448, 1448, false},
+		{"difference in the last bytes", sub(len(body)-3, "zz"), body, 1448, 1448, true},
+		{"shifted", shifted[:len(body)], body, 1448, 1448, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, order := range []string{"a first", "b first", "interleaved"} {
+				var c comparer
+				switch order {
+				case "a first":
+					feedAll(&c, 0, tc.a, tc.segA)
+					feedAll(&c, 1, tc.b, tc.segB)
+				case "b first":
+					feedAll(&c, 1, tc.b, tc.segB)
+					feedAll(&c, 0, tc.a, tc.segA)
+				default:
+					for off := 0; off < len(body); off += 500 {
+						end := min(off+500, len(body))
+						c.feed(0, uint32(off), tc.a[off:end])
+						c.feed(1, uint32(off), tc.b[off:end])
+					}
+				}
+				if c.diverged() != tc.diverged || !c.compared {
+					t.Errorf("%s: diverged %v, want %v (compared %v)", order, c.diverged(), tc.diverged, c.compared)
+				}
+			}
+		})
+	}
+}
+
+// TestComparerSmallReplyDate: a 330-byte reply whose Date differs, both legs
+// at the same offset, must not count as diverged.
+func TestComparerSmallReplyDate(t *testing.T) {
+	a := []byte("HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 25 Nov 2026 21:13:33 GMT\r\n" + string(bytes.Repeat([]byte("h"), 260)))
+	b := bytes.Replace(a, []byte("21:13:33"), []byte("21:13:34"), 1)
+	var c comparer
+	c.feed(0, 0, a)
+	c.feed(1, 0, b)
+	if c.diverged() || c.recovered != 1 {
+		t.Fatalf("diverged %v, recovered %d", c.diverged(), c.recovered)
+	}
+}
+
+func TestComparerOutOfOrder(t *testing.T) {
+	data := bytes.Repeat([]byte("abcdefgh"), 1000)
+	var c comparer
+	c.feed(0, 0, data)
+	c.feed(1, 4000, data[4000:]) // a gap: skipped
+	if c.compared {
+		t.Fatal("compared across a gap")
+	}
+	c.feed(1, 0, data[:4000])
+	c.feed(1, 4000, data[4000:])
+	if !c.compared || c.diverged() {
+		t.Fatal("not compared after the gap filled")
+	}
+}
