@@ -15,9 +15,13 @@ import (
 // completes on its one connection with the right bytes, and its capture shows
 // no RST and no FIN before the reply's end. Stalls are logged, not asserted.
 
-// failoverArgs make detection take tens of milliseconds; the HTTP probe sees
-// a hung server, whose kernel still completes the TCP probe's handshake.
-var failoverArgs = []string{"--probe-interval", "10ms", "--probe-misses", "3", "--probe-rise", "3", "--probe-http", "/index.html"}
+// failoverArgs probe every 10ms; the HTTP probe sees a hung server, whose
+// kernel still completes the TCP probe's handshake. The 50ms probe timeout
+// keeps a server slowed by the tests' own load (two cores shared by the
+// client, both servers and the gateway) from being taken for a failed one:
+// under wrk, probe latency reaches tens of milliseconds. A refused probe
+// (crash) still fails at once; a silent host takes about three timeouts.
+var failoverArgs = []string{"--probe-interval", "10ms", "--probe-timeout", "50ms", "--probe-misses", "3", "--probe-rise", "3", "--probe-http", "/index.html"}
 
 const (
 	// faultAt is how far into a transfer the fault comes.
