@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"understudy/capture"
@@ -71,6 +72,14 @@ type Gateway struct {
 	ringMu        sync.Mutex
 	ringDropTotal uint64
 
+	// learned maps a client to the source MAC of its last SYN: the next
+	// hop back to it until the kernel's neighbour table has an entry (a
+	// client that had our MAC cached never ARPed us).
+	learned map[[4]byte][6]byte
+
+	// lastData mirrors the table's LastData for the monitor's goroutines.
+	lastData [2]atomic.Int64
+
 	mon          *failover.Monitor
 	arb          *failover.Arbiter
 	names        [2]string
@@ -87,7 +96,8 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	g = &Gateway{cfg: cfg, log: cfg.Log, start: time.Now(), offloadChanged: map[string][]string{}}
+	g = &Gateway{cfg: cfg, log: cfg.Log, start: time.Now(), offloadChanged: map[string][]string{},
+		learned: map[[4]byte][6]byte{}}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -163,6 +173,10 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		HTTPPath: cfg.ProbeHTTP,
 		Iface:    cfg.ServerIface,
 		Log:      g.log,
+		Busy: func(server int, since time.Time) bool {
+			last := g.lastData[server].Load()
+			return last != 0 && g.start.Add(time.Duration(last)).After(since)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -259,6 +273,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 				break
 			}
 		}
+		for i := range g.lastData {
+			g.lastData[i].Store(g.table.LastData(i))
+		}
 		g.mu.Unlock()
 	}
 	return nil
@@ -295,6 +312,9 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 	}
 	g.out.Reset()
 	if side == 0 {
+		if g.pkt.Flags()&(rewrite.SYN|rewrite.ACK) == rewrite.SYN {
+			g.learnClient(fr.Data)
+		}
 		g.table.HandleClient(now, &g.pkt, g.out)
 	} else {
 		g.table.HandleServer(now, &g.pkt, g.out)
@@ -314,6 +334,9 @@ func (g *Gateway) flush() {
 			tx, neigh = g.clientTx, g.clientNeigh
 		}
 		mac, ok := neigh.Lookup(dst)
+		if !ok && o.Side == tcpstate.ClientSide {
+			mac, ok = g.learned[dst]
+		}
 		if !ok {
 			g.loopDrops[dropNoNeighbor]++
 			continue
@@ -327,4 +350,20 @@ func (g *Gateway) flush() {
 		}
 	}
 	g.out.Reset()
+}
+
+// maxLearned bounds the learned next hops; the map starts afresh when full.
+const maxLearned = 1 << 16
+
+// learnClient remembers the previous hop of a client's SYN and asks the
+// neighbour cache to resolve the client, so its SYN-ACK has a next hop.
+func (g *Gateway) learnClient(frame []byte) {
+	src := [4]byte(frame[rewrite.EthLen+12 : rewrite.EthLen+16])
+	if _, ok := g.clientNeigh.Lookup(src); ok {
+		return
+	}
+	if len(g.learned) >= maxLearned {
+		clear(g.learned)
+	}
+	g.learned[src] = [6]byte(frame[6:12])
 }

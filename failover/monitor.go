@@ -38,6 +38,14 @@ type MonitorConfig struct {
 	// Probers replaces the probe of a server (nil: built from the fields
 	// above). Its probes get a context with a deadline of one Interval.
 	Probers [2]Prober
+
+	// Busy, if set, reports whether the server has sent application data
+	// through the gateway since the given time. A probe that timed out
+	// while its server was busy answering clients says the server is
+	// loaded, not dead: it counts neither as a miss nor as a success. A
+	// silent host sends nothing and a hung server only bare ACKs, so
+	// neither hides behind it; a refused or reset probe always counts.
+	Busy func(server int, since time.Time) bool
 }
 
 // Monitor probes both servers, watches the server-side link, feeds the
@@ -69,6 +77,8 @@ type monServer struct {
 	lastOK    bool
 	lastErr   string
 	timeouts  uint64
+	// busyTimeouts are timeouts not counted: the server was sending data.
+	busyTimeouts uint64
 }
 
 // NewMonitor checks cfg and prepares a monitor; Run starts it.
@@ -199,6 +209,10 @@ func (m *Monitor) record(s *monServer, start, end time.Time, err error) {
 	var pe *ProbeError
 	if errors.As(err, &pe) && pe.Timeout() {
 		s.timeouts++
+		if m.cfg.Busy != nil && m.cfg.Busy(s.index, start) {
+			s.busyTimeouts++
+			return
+		}
 	}
 	if tr, changed := s.det.Observe(end, err == nil, cause); changed {
 		m.deliver(s, tr)
@@ -290,6 +304,9 @@ type ServerStatus struct {
 	LastError   string        `json:"last_error,omitempty"` // of the last probe
 	LastRTT     time.Duration `json:"last_rtt_ns"`
 	Timeouts    uint64        `json:"probe_timeouts"` // of ProbesFailed
+	// BusyTimeouts are timeouts not counted as misses: the server was
+	// busy sending data to clients.
+	BusyTimeouts uint64 `json:"probe_timeouts_busy"`
 }
 
 // LinkStatus is the watched interface's carrier.
@@ -333,6 +350,7 @@ func (m *Monitor) Snapshot() Snapshot {
 			LastError:      s.lastErr,
 			LastRTT:        s.lastRTT,
 			Timeouts:       s.timeouts,
+			BusyTimeouts:   s.busyTimeouts,
 		}
 		s.mu.Unlock()
 	}

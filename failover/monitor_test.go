@@ -303,3 +303,28 @@ func TestMonitorRunErrors(t *testing.T) {
 		t.Fatalf("second Run: %v", err)
 	}
 }
+
+// TestMonitorBusyTimeouts: timeouts of a server that is busy sending data
+// are not misses; once it is quiet they are.
+func TestMonitorBusyTimeouts(t *testing.T) {
+	var busy atomic.Bool
+	busy.Store(true)
+	p := [2]*scripted{{}, {}}
+	p[0].fail.Store(true)
+	m, err := NewMonitor(MonitorConfig{
+		Config:  Config{Interval: 2 * time.Millisecond, Misses: 2, Rise: 1},
+		Probers: [2]Prober{p[0], p[1]},
+		Busy:    func(server int, _ time.Time) bool { return server == Primary && busy.Load() },
+		Log:     quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMonitor(t, m)
+	time.Sleep(50 * time.Millisecond)
+	if st := m.Snapshot().Servers[Primary]; st.Health == Down || st.BusyTimeouts == 0 {
+		t.Fatalf("busy server: health %v, busy timeouts %d", st.Health, st.BusyTimeouts)
+	}
+	busy.Store(false)
+	waitEvent(t, m, Primary, Down, time.Second)
+}

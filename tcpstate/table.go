@@ -81,7 +81,12 @@ type Table struct {
 	hasLast     bool
 	freeChunks  []*chunk
 	replayBytes int
+	lastData    [2]int64 // when each server last sent application data
 }
+
+// LastData returns when server last sent application data (0: never): a
+// server answering clients is alive, whatever a probe's timeout says.
+func (t *Table) LastData(server int) int64 { return t.lastData[server] }
 
 // New makes a table for cfg (defaults applied).
 func New(cfg Config) *Table {
@@ -182,6 +187,12 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	case flags&rewrite.SYN != 0:
 		if flags&rewrite.ACK != 0 {
 			t.drop(DropNotReady)
+			return
+		}
+		if f.synAckSent && f.state == StateSynSent && out.room(1) {
+			// The client lost our SYN-ACK. Answer it from the gateway:
+			// after a takeover, the server whose SYN-ACK it was is gone.
+			t.emitSynAck(f, out)
 			return
 		}
 		t.forwardSyn(f, p, out) // a retransmitted SYN
@@ -443,6 +454,9 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	if s < 0 || !ok {
 		t.drop(DropUnknownServer)
 		return
+	}
+	if p.PayloadLen() > 0 {
+		t.lastData[s] = now
 	}
 	f := t.flows[Key{Client: p.DstIP(), CPort: p.DstPort(), VIP: vip, VPort: p.SrcPort()}]
 	if f == nil {
@@ -889,7 +903,7 @@ func (t *Table) synAck(now int64, f *Flow, i uint8, p *rewrite.Packet, out *Outp
 			return
 		}
 		// A retransmitted SYN-ACK: the client may have lost ours.
-		if i == f.vis && f.synAckSent && f.state == StateSynSent && out.room(1) {
+		if i == f.live && f.synAckSent && f.state == StateSynSent && out.room(1) {
 			t.emitSynAck(f, out)
 		}
 		return
