@@ -57,7 +57,9 @@ func (t *Table) ServerDown(now int64, server int, cause string) FailoverRecord {
 		if !ok || !f.legs[i].up {
 			continue
 		}
-		if f.state == StateClosed || f.state == StateTimeWait {
+		if f.state == StateClosed || f.state == StateTimeWait || f.finSent && f.cli.fin {
+			// Both directions are closed as far as the client knows:
+			// nothing to carry on, and a reset would only confuse it.
 			f.legs[i].up = false
 			continue
 		}

@@ -555,7 +555,13 @@ func TestFailoverDivergence(t *testing.T) {
 			logGateway(t, b)
 			got := body.Bytes()
 			t.Logf("client: %d of the primary's %d bytes, curl: %v", len(got), len(pri), err)
-			if err == nil {
+			switch {
+			case err == nil && bytes.Equal(got, pri):
+				// curl's rate limit paces its reads, not the server: the
+				// primary may have pushed its whole reply into the client's
+				// receive buffer before the fault. Not spliced.
+				t.Logf("the primary's whole reply reached the client before the fault")
+			case err == nil:
 				t.Errorf("curl completed /own/diverge.bin (%d bytes, HTTP %d): the reply was spliced from two servers", tr.Bytes, tr.HTTPCode)
 			}
 			if !bytes.HasPrefix(pri, got) {
