@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build test unit lint demo clean
+.PHONY: all build test unit lint demo bench-failover clean
 
 all: build
 
@@ -27,6 +27,10 @@ lint:
 
 demo: build
 	scripts/demo.sh
+
+# Client stall when the primary fails mid-download (root; about 2 minutes).
+bench-failover: build
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkFailoverStall -benchtime 1x -timeout 20m ./testbed/
 
 clean:
 	rm -rf $(BIN)
