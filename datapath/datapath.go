@@ -185,7 +185,8 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	tc.Services = cfg.Services
 	tc.Servers = [2][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
 	g.table = tcpstate.New(tc)
-	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU())
+	// Room for a full-MTU frame plus the option space Build reserves.
+	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU()) + 64
 	g.out = tcpstate.NewOutput(frame)
 	return g, nil
 }
@@ -327,6 +328,10 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 func (g *Gateway) flush() {
 	for _, o := range g.out.Frames {
 		f := o.Frame
+		if len(f) < rewrite.EthLen+20 {
+			g.loopDrops[dropTxError]++
+			continue
+		}
 		var dst [4]byte
 		copy(dst[:], f[rewrite.EthLen+16:rewrite.EthLen+20])
 		tx, neigh := g.serverTx, g.serverNeigh

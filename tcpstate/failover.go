@@ -227,7 +227,11 @@ func (t *Table) runKick(f *Flow, out *Output) bool {
 func (t *Table) replayToClient(f *Flow, out *Output) bool {
 	r := &f.replay
 	vis := &f.legs[f.vis]
+	// The client's MSS counts no options; ours carry timestamps.
 	mss := int(f.cli.opt.mss)
+	if f.legs[f.live].opt.hasTS && f.cli.opt.hasTS {
+		mss -= 12
+	}
 	if mss <= 0 || mss > chunkSize {
 		mss = 536
 	}

@@ -765,6 +765,10 @@ func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byt
 	}
 	b := out.buf()
 	n := rewrite.Build(b, &s, &out.pkt)
+	if n == 0 {
+		t.drop(DropOutputFull) // the buffer cannot hold it: a sizing bug, never a crash
+		return
+	}
 	f.noteSent(ack, re)
 	out.emit(ClientSide, b[:n])
 	t.noteStall(f)

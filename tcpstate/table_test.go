@@ -42,7 +42,7 @@ func newBed(t *testing.T, cISN, pISN, bISN rewrite.Seq) *bed {
 		Services: []Service{{VIP: vip, Port: vport}},
 		Servers:  [2][4]byte{primaryIP, backupIP},
 	})
-	return &bed{t: t, tab: tab, out: NewOutput(2048), buf: make([]byte, 2048), now: int64(time.Second),
+	return &bed{t: t, tab: tab, out: NewOutput(maxFrame + 64), buf: make([]byte, 2048), now: int64(time.Second),
 		cISN: cISN, pISN: pISN, bISN: bISN}
 }
 
@@ -90,10 +90,16 @@ func be32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
+// maxFrame is the largest frame an interface with a 1500-byte MTU sends.
+const maxFrame = 1514
+
 // decode re-decodes a frame with gopacket and checks both checksums by
 // serialising the decoded layers again with checksums computed.
 func decode(t *testing.T, o Out) seg {
 	t.Helper()
+	if len(o.Frame) > maxFrame {
+		t.Fatalf("emitted a %d-byte frame: larger than the MTU allows", len(o.Frame))
+	}
 	pk := gopacket.NewPacket(o.Frame, layers.LayerTypeEthernet, gopacket.Default)
 	ipL, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 	tcpL, _ := pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
