@@ -72,16 +72,17 @@ func (g *Gateway) carryOut(act failover.Action, tr failover.Transition, now int6
 }
 
 // evidence passes per-flow failure signals (a reset or an early FIN from
-// the live server of a protected flow) to the detector of the active server.
+// the live server of a protected flow, or client data it leaves
+// unacknowledged while the shadow has it) to the detector of the active server.
 func (g *Gateway) evidence() {
 	c := &g.table.Stats.Counters
-	n := c[tcpstate.PrimaryRSTs] + c[tcpstate.PrematureFins]
+	n := c[tcpstate.PrimaryRSTs] + c[tcpstate.PrematureFins] + c[tcpstate.AckLags]
 	if n == g.evidenceSeen {
 		return
 	}
 	g.evidenceSeen = n
 	if r := g.arb.Roles(); r.Active != failover.None {
-		g.mon.Evidence(r.Active, "evidence: the active server reset or closed a protected flow early")
+		g.mon.Evidence(r.Active, "evidence: the active server reset, closed early or stopped acknowledging a protected flow")
 	}
 }
 

@@ -259,3 +259,24 @@ func TestReplayBufferFreed(t *testing.T) {
 		t.Fatalf("held %d bytes (table %d) after everything was acknowledged", got, b.tab.replayBytes)
 	}
 }
+
+// TestAckLagEvidence: the primary stops acknowledging the client's upload
+// while the backup keeps up; after the bound the flow reports it, once.
+func TestAckLagEvidence(t *testing.T) {
+	b := newBed(t, 1, 2, 3)
+	b.handshake()
+	b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+1, pTS0), bytes.Repeat([]byte("u"), 1000))
+	for i := 0; i < 3; i++ {
+		b.now += 60e6
+		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1001, rewrite.ACK, 125, bTS0+1, cTS0+1), nil)
+	}
+	if got := b.tab.Stats.Counters[AckLags]; got != 1 {
+		t.Fatalf("ack lag reported %d times, want once", got)
+	}
+	// The primary catches up: the lag ends.
+	b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1001, rewrite.ACK, 500, pTS0+1, cTS0+1), nil)
+	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1001, rewrite.ACK, 125, bTS0+1, cTS0+1), nil)
+	if f := b.flow(); f.ackLagSince != 0 {
+		t.Fatal("lag not cleared when the primary caught up")
+	}
+}

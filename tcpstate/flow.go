@@ -139,6 +139,8 @@ type Flow struct {
 	kicks        uint8     // work owed after a takeover (kick* bits)
 	lastToClient int64     // when the client was last sent a frame
 	stallFrom    int64     // after a takeover: when the client's wait began; 0 = not measured
+	ackLagSince  int64     // since when the live leg acknowledges less than the shadow; 0 = it does not
+	ackLagNoted  bool      // this lag was reported
 }
 
 // Key returns the flow's identity.

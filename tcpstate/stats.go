@@ -32,6 +32,7 @@ const (
 	Fenced                          // RSTs sent to a failed server for flows it lost
 	ReplayedBytes                   // buffered bytes sent to clients after a takeover
 	ReplayOverflows                 // flows whose replay buffer hit its bound
+	AckLags                         // live leg left client data unacknowledged that the shadow acknowledged
 	NumCounters
 )
 
@@ -41,7 +42,7 @@ var counterNames = [NumCounters]string{
 	"flows_created", "flows_expired", "flows_unprotected", "primary_rsts",
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
-	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows",
+	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags",
 }
 
 func (c Counter) String() string { return counterNames[c] }

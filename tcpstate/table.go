@@ -28,8 +28,12 @@ type Config struct {
 	TimeWaitTimeout  time.Duration // closed flows linger to absorb retransmissions (default 30s)
 	MaxFlows         int           // default 1<<20
 	MaxHalfOpen      int           // default 1<<16
-	ReplayPerFlow    int           // bytes of the shadow's reply held per flow (default 8 MiB)
-	ReplayBudget     int           // bytes held over all flows (default 256 MiB)
+	// AckLag is how long the live leg may leave unacknowledged client
+	// bytes the shadow has acknowledged before the flow reports it as
+	// evidence against the live server (default 100ms).
+	AckLag        time.Duration
+	ReplayPerFlow int // bytes of the shadow's reply held per flow (default 8 MiB)
+	ReplayBudget  int // bytes held over all flows (default 256 MiB)
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -49,6 +53,7 @@ func (c Config) WithDefaults() Config {
 	if c.MaxHalfOpen <= 0 {
 		c.MaxHalfOpen = 1 << 16
 	}
+	def(&c.AckLag, 100*time.Millisecond)
 	if c.ReplayPerFlow <= 0 {
 		c.ReplayPerFlow = 8 << 20
 	}
@@ -716,9 +721,28 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq,
 		}
 	}
 	t.deliverHeldFin(f, i, out)
+	t.checkAckLag(f)
 	dup := p.PayloadLen() == 0 && p.Flags()&(rewrite.FIN|rewrite.SYN) == 0 &&
 		prevAck == l.ack && l.ack.LessThan(f.legs[f.live].ack)
 	t.release(f, dup, out)
+}
+
+// checkAckLag notices a live server that stopped acknowledging what the
+// client sends while the shadow keeps up: a host gone silent, seen in the
+// flow before the probes miss enough. Reported once per lag, as evidence.
+func (t *Table) checkAckLag(f *Flow) {
+	live, shadow := &f.legs[f.live], &f.legs[other(f.live)]
+	if !f.protectedPair() || !live.ack.LessThan(shadow.ack) {
+		f.ackLagSince, f.ackLagNoted = 0, false
+		return
+	}
+	switch {
+	case f.ackLagSince == 0:
+		f.ackLagSince = t.now
+	case !f.ackLagNoted && t.now-f.ackLagSince > int64(t.cfg.AckLag):
+		f.ackLagNoted = true
+		t.count(AckLags)
+	}
 }
 
 // release tells the client what gating now allows: an ack or window the
