@@ -70,9 +70,12 @@ type comparer struct {
 	unit       uint32 // next sub-block to compare, counted from the stream's start
 	compared   bool   // at least one comparison made
 	lastOK     bool   // the most recent comparison agreed
-	mismatch   bool   // a comparison disagreed since the flag was last cleared
 	recovered  uint32 // agreements that followed a disagreement
 	uncompared uint32 // blocks the legs were too far apart to compare
+
+	// splice: after a takeover, the client has the old leg's bytes up to
+	// here; the new leg's bytes below it are duplicates it discards.
+	splice uint32
 }
 
 // feed hashes the part of a segment at stream offset off that extends leg
@@ -128,8 +131,6 @@ func (c *comparer) record(ok bool, compared, agreed *int) {
 		if c.compared && !c.lastOK {
 			c.recovered++
 		}
-	} else {
-		c.mismatch = true
 	}
 	c.compared, c.lastOK = true, ok
 }

@@ -87,7 +87,9 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	}
 	f.live = o
 	if f.cmp != nil {
-		f.cmp.mismatch = false // from here on, any difference would be spliced
+		// The new live leg's bytes below the splice are duplicates to the
+		// client; its first byte past it must continue the same reply.
+		f.cmp.splice = f.legs[f.vis].offset(f.nxtSent)
 	}
 	f.prot, f.why = Unprotected, "took_over"
 	f.takenOver = true
@@ -101,7 +103,12 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	if f.pending() {
 		f.stallFrom = f.lastToClient
 	}
+	// From what the client acknowledged: bytes lost on their way to it
+	// before the failure are resent at once too.
 	f.replayNext = visOff
+	if f.cli.hasAck {
+		f.replayNext = f.legs[f.vis].offset(f.cli.ack)
+	}
 	t.kick(f, kickRelease|kickReplay)
 }
 
@@ -130,6 +137,7 @@ func (t *Table) resetFlow(f *Flow) {
 	}
 	if f.synAckSent {
 		t.kick(f, kickClientRST)
+		f.resetByGateway = true
 	}
 	t.last.FlowsReset++
 	t.count(FlowsReset)
@@ -159,20 +167,24 @@ func (t *Table) kick(f *Flow, k uint8) {
 	f.kicks |= k
 }
 
-// runKicks does the owed work of kicked flows, in order, while out has room.
+// runKicks does the owed work of kicked flows, in order, while out has
+// room. A head index keeps a takeover of many flows linear: the slice is
+// compacted only when half of it is done.
 func (t *Table) runKicks(out *Output) (more bool) {
-	done := 0
-	for _, f := range t.kicked {
+	for t.kickHead < len(t.kicked) {
+		f := t.kicked[t.kickHead]
 		if !f.deleted && !t.runKick(f, out) {
 			more = true
 			break
 		}
-		done++
+		t.kicked[t.kickHead] = nil
+		t.kickHead++
 	}
-	if done > 0 {
-		n := copy(t.kicked, t.kicked[done:])
-		clear(t.kicked[n:])
-		t.kicked = t.kicked[:n]
+	if t.kickHead == len(t.kicked) {
+		t.kicked, t.kickHead = t.kicked[:0], 0
+	} else if t.kickHead > len(t.kicked)/2 {
+		n := copy(t.kicked, t.kicked[t.kickHead:])
+		t.kicked, t.kickHead = t.kicked[:n], 0
 	}
 	return more
 }
@@ -193,7 +205,7 @@ func (t *Table) runKick(f *Flow, out *Output) bool {
 		if !out.room(1) {
 			return false
 		}
-		t.segToClient(f, f.nxtSent, rewrite.RST|rewrite.ACK, nil, out)
+		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, out)
 		f.kicks &^= kickClientRST
 	}
 	if f.kicks&kickSynAck != 0 {
@@ -248,7 +260,9 @@ func (t *Table) replayToClient(f *Flow, out *Output) bool {
 		if !out.room(1) {
 			return false
 		}
-		t.segToClient(f, vis.at(f.replayNext), rewrite.ACK|rewrite.PSH, data, out)
+		if !t.segToClient(f, vis.at(f.replayNext), rewrite.ACK|rewrite.PSH, data, out) {
+			return true // never skip bytes: the leg's own retransmission covers them
+		}
 		f.replayNext += uint32(len(data))
 		t.Stats.Counters[ReplayedBytes] += uint64(len(data))
 		if end := vis.at(f.replayNext); f.nxtSent.LessThan(end) {

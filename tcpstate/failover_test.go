@@ -266,7 +266,7 @@ func TestAckLagEvidence(t *testing.T) {
 	b := newBed(t, 1, 2, 3)
 	b.handshake()
 	b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+1, pTS0), bytes.Repeat([]byte("u"), 1000))
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 6; i++ {
 		b.now += 60e6
 		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1001, rewrite.ACK, 125, bTS0+1, cTS0+1), nil)
 	}
@@ -278,5 +278,57 @@ func TestAckLagEvidence(t *testing.T) {
 	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1001, rewrite.ACK, 125, bTS0+1, cTS0+1), nil)
 	if f := b.flow(); f.ackLagSince != 0 {
 		t.Fatal("lag not cleared when the primary caught up")
+	}
+}
+
+// TestSpliceCheckAfterTakeover: the backup lagged the primary. After the
+// takeover it resends bytes the client already has — a difference there is
+// harmless — but a difference past what the client has is divergence.
+func TestSpliceCheckAfterTakeover(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		at      int // where the backup's reply differs
+		resetOK bool
+	}{
+		{"Date-like difference the client discards", 100, false},
+		{"shifted reply", 500, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 10, 20, 30)
+			b.handshake()
+			p := bytes.Repeat([]byte("p"), 2000)
+			bk := append([]byte(nil), p...)
+			copy(bk[tc.at:], "DIFFERENT")
+			if tc.resetOK {
+				for i := tc.at; i < len(bk); i++ {
+					bk[i] = byte(i) // the rest of a different reply
+				}
+			}
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), p[:1000])
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1001, rewrite.ACK, cTS0+1, pTS0+1), nil)
+			b.tab.ServerDown(b.now, 0, "probe")
+			b.tick(0)
+			var rst, data int
+			for _, s := range b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0+1), bk[:1000]) {
+				data += len(s.payload)
+			}
+			for _, s := range append(b.feed(false, b.fromServer(backupIP, b.bISN+1001, b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0+1), bk[1000:2000]), b.tick(0)...) {
+				if s.side == ClientSide && s.tcp.RST {
+					rst++
+					if rewrite.Seq(s.tcp.Seq) != b.pISN+1001 {
+						t.Fatalf("reset at seq %d, want the client's rcv_nxt %d", s.tcp.Seq, b.pISN+1001)
+					}
+				}
+				if s.side == ClientSide {
+					data += len(s.payload)
+				}
+			}
+			if got := rst == 1; got != tc.resetOK {
+				t.Fatalf("%d resets, %d data bytes to the client", rst, data)
+			}
+			if tc.resetOK && data > 1000 {
+				t.Fatalf("spliced: %d bytes reached the client before the reset", data)
+			}
+		})
 	}
 }

@@ -132,15 +132,18 @@ type Flow struct {
 	primaryRST bool        // failure signal for the failover layer
 	deleted    bool
 
-	cmp          *comparer // the two reply streams compared; nil until data flows
-	replay       replay    // the shadow leg's bytes the client has not acknowledged
-	replayNext   uint32    // after a takeover: next stream offset to replay
-	takenOver    bool      // the live leg switched servers
-	kicks        uint8     // work owed after a takeover (kick* bits)
-	lastToClient int64     // when the client was last sent a frame
-	stallFrom    int64     // after a takeover: when the client's wait began; 0 = not measured
-	ackLagSince  int64     // since when the live leg acknowledges less than the shadow; 0 = it does not
-	ackLagNoted  bool      // this lag was reported
+	cmp          *comparer   // the two reply streams compared; nil until data flows
+	replay       replay      // the shadow leg's bytes the client has not acknowledged
+	replayNext   uint32      // after a takeover: next stream offset to replay
+	takenOver    bool        // the live leg switched servers
+	kicks        uint8       // work owed after a takeover (kick* bits)
+	lastToClient int64       // when the client was last sent a frame
+	stallFrom    int64       // after a takeover: when the client's wait began; 0 = not measured
+	ackLagSince  int64       // since when the live leg acknowledges less than the shadow; 0 = it does not
+	ackLagNoted  bool        // this lag was reported
+	ackLagTarget rewrite.Seq // the shadow's ack when the lag began
+
+	resetByGateway bool // the gateway reset the client's connection
 }
 
 // Key returns the flow's identity.

@@ -25,6 +25,19 @@ type replay struct {
 // held; a gap or the memory budget stops buffering for the flow.
 func (t *Table) bufferReply(f *Flow, off uint32, data []byte) {
 	r := &f.replay
+	if f.cli.hasAck {
+		// Bytes the client already acknowledged are never needed.
+		ack := f.legs[f.vis].offset(f.cli.ack)
+		if int32(ack-(off+uint32(len(data)))) >= 0 {
+			return
+		}
+		if d := int32(ack - off); d > 0 {
+			data, off = data[d:], ack
+		}
+		if len(r.chunks) == 0 && (r.broken || r.active && int32(ack-r.end) > 0) {
+			r.active, r.broken = false, false // nothing held: start afresh here
+		}
+	}
 	if r.broken || len(data) == 0 {
 		return
 	}

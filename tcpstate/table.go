@@ -53,7 +53,7 @@ func (c Config) WithDefaults() Config {
 	if c.MaxHalfOpen <= 0 {
 		c.MaxHalfOpen = 1 << 16
 	}
-	def(&c.AckLag, 100*time.Millisecond)
+	def(&c.AckLag, 250*time.Millisecond) // beyond Linux's longest delayed ACK
 	if c.ReplayPerFlow <= 0 {
 		c.ReplayPerFlow = 8 << 20
 	}
@@ -82,6 +82,7 @@ type Table struct {
 
 	now         int64 // the current call's clock
 	kicked      []*Flow
+	kickHead    int
 	last        FailoverRecord
 	hasLast     bool
 	freeChunks  []*chunk
@@ -205,6 +206,11 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	case flags&rewrite.RST != 0:
 		t.clientRST(now, f, p, out)
 		return
+	case f.state == StateClosed && f.resetByGateway && flags&rewrite.ACK != 0 && out.room(1):
+		// The client did not take our reset (Linux wants it at exactly
+		// rcv_nxt and answers others with a challenge ACK): this one is.
+		t.segToClient(f, p.Ack(), rewrite.RST, nil, out)
+		return
 	case !f.synAckSent || f.state == StateClosed:
 		t.drop(DropNotReady)
 		return
@@ -219,7 +225,7 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	if flags&rewrite.ACK != 0 {
 		if a := p.Ack(); !c.hasAck || c.ack.LessThan(a) {
 			c.ack, c.hasAck = a, true
-			if len(f.replay.chunks) > 0 {
+			if len(f.replay.chunks) > 0 || f.replay.broken {
 				t.trimReplay(f, f.legs[f.vis].offset(a))
 			}
 		}
@@ -510,7 +516,8 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 			l.ack = a
 		}
 		if a == l.ack {
-			l.rightEdge = a.Add(uint32(p.Window()) << f.shift(l))
+			// max: a reordered older segment must not shrink the window.
+			l.rightEdge = rewrite.SeqMax(l.rightEdge, a.Add(uint32(p.Window())<<f.shift(l)))
 		}
 	}
 	l.nsack = p.NumSACK()
@@ -533,12 +540,15 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	t.deliverHeldFin(f, i, out)
 	news := prevAck != l.ack || prevRE != l.rightEdge
 	switch {
-	case i == f.live && f.takenOver && f.cmp != nil && f.cmp.mismatch:
-		// The new live leg's reply differs from what the client already
-		// has: a clean reset, never a spliced reply.
+	case i == f.live && f.takenOver && f.cmp.diverged() &&
+		int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.cmp.splice) > 0:
+		// The new live leg's reply, where it last met what the client
+		// already has, differs from it: what follows is not the same reply.
+		// A clean reset, never a spliced one.
 		t.count(Divergences)
 		t.resetFlow(f)
 	case i == f.live:
+		t.checkAckLag(f)
 		t.toClient(f, p, news, out)
 	default:
 		t.absorb(f, i, p, prevAck, out)
@@ -715,9 +725,14 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq,
 	l := &f.legs[i]
 	if f.cli.hasAck {
 		a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt)
-		if l.acked.LessThan(a) && out.room(1) {
+		switch {
+		case l.acked.LessThan(a) && out.room(1):
 			l.acked = a
 			t.ackToServer(f, i, a, out)
+		case p.SegLen() > 0 && p.Seq().Add(p.SegLen()).LessEq(l.acked) && out.room(1):
+			// A retransmission of acknowledged bytes: our ACK was lost on
+			// the way. Say it again, as a receiver does for duplicate data.
+			t.ackToServer(f, i, l.acked, out)
 		}
 	}
 	t.deliverHeldFin(f, i, out)
@@ -729,16 +744,20 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq,
 
 // checkAckLag notices a live server that stopped acknowledging what the
 // client sends while the shadow keeps up: a host gone silent, seen in the
-// flow before the probes miss enough. Reported once per lag, as evidence.
+// flow before the probes miss enough. The lag is measured against the
+// shadow's ack when it began, so a live leg that is merely a moment behind
+// on every segment never accumulates one. Reported once per lag.
 func (t *Table) checkAckLag(f *Flow) {
 	live, shadow := &f.legs[f.live], &f.legs[other(f.live)]
-	if !f.protectedPair() || !live.ack.LessThan(shadow.ack) {
+	if f.ackLagSince != 0 && !live.ack.LessThan(f.ackLagTarget) {
 		f.ackLagSince, f.ackLagNoted = 0, false
+	}
+	if !f.protectedPair() || !live.ack.LessThan(shadow.ack) {
 		return
 	}
 	switch {
 	case f.ackLagSince == 0:
-		f.ackLagSince = t.now
+		f.ackLagSince, f.ackLagTarget = t.now, shadow.ack
 	case !f.ackLagNoted && t.now-f.ackLagSince > int64(t.cfg.AckLag):
 		f.ackLagNoted = true
 		t.count(AckLags)
@@ -776,7 +795,7 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 
 // segToClient builds a segment of the live leg's stream for the client,
 // carrying payload (replayed bytes) or none.
-func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byte, out *Output) {
+func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byte, out *Output) bool {
 	l := &f.legs[f.live]
 	ack, re := f.gated()
 	s := rewrite.Spec{
@@ -791,7 +810,7 @@ func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byt
 	n := rewrite.Build(b, &s, &out.pkt)
 	if n == 0 {
 		t.drop(DropOutputFull) // the buffer cannot hold it: a sizing bug, never a crash
-		return
+		return false
 	}
 	f.noteSent(ack, re)
 	out.emit(ClientSide, b[:n])
@@ -800,6 +819,16 @@ func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byt
 	if len(payload) == 0 {
 		t.count(SynthesizedACKs)
 	}
+	return true
+}
+
+// clientRcvNxt is the next sequence number the client expects, as far as
+// the gateway knows: Linux takes a reset only at exactly that number.
+func (f *Flow) clientRcvNxt() rewrite.Seq {
+	if f.cli.hasAck {
+		return f.cli.ack
+	}
+	return f.nxtSent
 }
 
 // ackToServer builds a pure ACK for leg i acknowledging its stream up to a.
@@ -899,7 +928,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	}
 	if live := &f.legs[f.live]; live.rst && out.room(1) {
 		// Both servers reset the connection: so may the client's.
-		t.segToClient(f, f.nxtSent, rewrite.RST|rewrite.ACK, nil, out)
+		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, out)
 		t.setState(f, StateClosed, now)
 		return
 	}
@@ -916,11 +945,11 @@ func (t *Table) serverRSTInWindow(f *Flow, i uint8, s rewrite.Seq) bool {
 	if f.cli.hasAck {
 		next = f.toLeg(i, f.cli.ack)
 	}
-	win := uint32(f.cli.win) << f.shift(l)
+	win := uint32(f.cli.win) << f.cliShift()
 	if win < 1 {
 		win = 1
 	}
-	return s.InWindow(next, win) || s.InWindow(next, uint32(l.sndNxt.Sub(next))+1)
+	return s.InWindow(next, win) || next.LessEq(l.sndNxt) && s.InWindow(next, uint32(l.sndNxt.Sub(next))+1)
 }
 
 func (t *Table) synAck(now int64, f *Flow, i uint8, p *rewrite.Packet, out *Output) {
