@@ -332,3 +332,22 @@ func TestSpliceCheckAfterTakeover(t *testing.T) {
 		})
 	}
 }
+
+// TestHandshakeRetryAfterServiceLoss: a flow whose only server died in the
+// handshake is closed; the client's retried SYN starts a new flow.
+func TestHandshakeRetryAfterServiceLoss(t *testing.T) {
+	b := newBed(t, 7, 8, 9)
+	b.tab.SetRoles(0, -1)
+	syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
+	b.feed(true, syn, nil)
+	b.tab.ServerDown(b.now, 0, "probe")
+	b.tick(0)
+	if f := b.flow(); f == nil || f.State() != StateClosed {
+		t.Fatal("flow not closed when its only server failed")
+	}
+	b.tab.SetRoles(1, -1)
+	out := b.feed(true, syn, nil)
+	if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != backupIP || b.flow().State() != StateSynSent {
+		t.Fatalf("retried SYN: %d frames", len(out))
+	}
+}

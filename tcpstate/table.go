@@ -177,6 +177,12 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		t.remove(f)
 		f = nil
 	}
+	if f != nil && flags&(rewrite.SYN|rewrite.ACK) == rewrite.SYN && f.state == StateClosed && !f.synAckSent {
+		// The flow died in its handshake (its server failed): the client's
+		// retried SYN starts afresh on the servers there are now.
+		t.remove(f)
+		f = nil
+	}
 	if f == nil {
 		if flags&(rewrite.SYN|rewrite.ACK|rewrite.RST|rewrite.FIN) != rewrite.SYN {
 			t.drop(DropNoFlow)
