@@ -33,6 +33,7 @@ const (
 	ReplayedBytes                   // buffered bytes sent to clients after a takeover
 	ReplayOverflows                 // flows whose replay buffer hit its bound
 	AckLags                         // live leg left client data unacknowledged that the shadow acknowledged
+	UnknownResets                   // resets sent for segments of connections the gateway does not know
 	NumCounters
 )
 
@@ -42,7 +43,7 @@ var counterNames = [NumCounters]string{
 	"flows_created", "flows_expired", "flows_unprotected", "primary_rsts",
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
-	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags",
+	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 }
 
 func (c Counter) String() string { return counterNames[c] }

@@ -31,9 +31,12 @@ type Config struct {
 	// AckLag is how long the live leg may leave unacknowledged client
 	// bytes the shadow has acknowledged before the flow reports it as
 	// evidence against the live server (default 100ms).
-	AckLag        time.Duration
-	ReplayPerFlow int // bytes of the shadow's reply held per flow (default 8 MiB)
-	ReplayBudget  int // bytes held over all flows (default 256 MiB)
+	AckLag time.Duration
+	// MaxResetsPerSecond bounds the resets sent for segments of unknown
+	// connections (default 1000).
+	MaxResetsPerSecond int
+	ReplayPerFlow      int // bytes of the shadow's reply held per flow (default 8 MiB)
+	ReplayBudget       int // bytes held over all flows (default 256 MiB)
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -54,6 +57,9 @@ func (c Config) WithDefaults() Config {
 		c.MaxHalfOpen = 1 << 16
 	}
 	def(&c.AckLag, 250*time.Millisecond) // beyond Linux's longest delayed ACK
+	if c.MaxResetsPerSecond <= 0 {
+		c.MaxResetsPerSecond = 1000
+	}
 	if c.ReplayPerFlow <= 0 {
 		c.ReplayPerFlow = 8 << 20
 	}
@@ -83,6 +89,8 @@ type Table struct {
 	now         int64 // the current call's clock
 	kicked      []*Flow
 	kickHead    int
+	resetEpoch  int64 // start of the current second of reset budget
+	resetsLeft  int
 	last        FailoverRecord
 	hasLast     bool
 	freeChunks  []*chunk
@@ -97,7 +105,7 @@ func (t *Table) LastData(server int) int64 { return t.lastData[server] }
 // New makes a table for cfg (defaults applied).
 func New(cfg Config) *Table {
 	cfg = cfg.WithDefaults()
-	return &Table{cfg: cfg, flows: make(map[Key]*Flow), active: 0, standby: 1}
+	return &Table{cfg: cfg, flows: make(map[Key]*Flow), active: 0, standby: 1, resetsLeft: cfg.MaxResetsPerSecond}
 }
 
 // Config returns the table's configuration with defaults applied.
@@ -186,6 +194,7 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	if f == nil {
 		if flags&(rewrite.SYN|rewrite.ACK|rewrite.RST|rewrite.FIN) != rewrite.SYN {
 			t.drop(DropNoFlow)
+			t.resetUnknown(p, ClientSide, out)
 			return
 		}
 		if f = t.newFlow(now, key, p); f == nil {
@@ -478,6 +487,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	f := t.flows[Key{Client: p.DstIP(), CPort: p.DstPort(), VIP: vip, VPort: p.SrcPort()}]
 	if f == nil {
 		t.drop(DropNoFlow)
+		t.resetUnknown(p, ServerSide, out)
 		return
 	}
 	i := uint8(0)
@@ -859,6 +869,35 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 	} else {
 		t.count(ToBackup)
 	}
+}
+
+// resetUnknown answers a segment of a connection the gateway does not know
+// — it restarted, or the flow expired — with a reset, as a TCP endpoint
+// does for a connection that does not exist (RFC 9293 §3.10.7.1), so that
+// neither side hangs on it. The reply leaves by the side p came in on.
+// Bounded per second: a flood of strays must not become a flood of resets.
+func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) {
+	flags := p.Flags()
+	if flags&rewrite.RST != 0 || !out.room(1) {
+		return
+	}
+	if t.now-t.resetEpoch >= int64(time.Second) {
+		t.resetEpoch, t.resetsLeft = t.now, t.cfg.MaxResetsPerSecond
+	}
+	if t.resetsLeft <= 0 {
+		return
+	}
+	t.resetsLeft--
+	s := rewrite.Spec{Src: p.DstIP(), Dst: p.SrcIP(), SrcPort: p.DstPort(), DstPort: p.SrcPort(), WScale: -1}
+	if flags&rewrite.ACK != 0 {
+		s.Seq, s.Flags = p.Ack(), rewrite.RST
+	} else {
+		s.Ack, s.Flags = p.Seq().Add(p.SegLen()), rewrite.RST|rewrite.ACK
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(side, b[:n])
+	t.count(UnknownResets)
 }
 
 // rstToServer clears leg i's state for this flow on its server.

@@ -731,3 +731,31 @@ func TestClientFinWaitsForLaggingBackup(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownConnectionsReset: after a restart the gateway knows no flows;
+// both sides' segments of old connections get a prompt reset, within budget.
+func TestUnknownConnectionsReset(t *testing.T) {
+	b := newBed(t, 1, 2, 3)
+	b.tab.cfg.MaxResetsPerSecond = 2
+	b.tab.resetsLeft = 2
+	out := b.feed(true, b.fromClient(500, 9000, rewrite.ACK, cTS0, pTS0), []byte("late request"))
+	if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "R" || out[0].tcp.Seq != 9000 ||
+		[4]byte(out[0].ip.SrcIP.To4()) != vip || [4]byte(out[0].ip.DstIP.To4()) != clientIP {
+		t.Fatalf("client segment of an unknown flow: %+v", out)
+	}
+	out = b.feed(false, b.fromServer(backupIP, 7000, 500, rewrite.ACK, 100, bTS0, cTS0), []byte("late reply"))
+	if len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "R" || out[0].tcp.Seq != 500 ||
+		[4]byte(out[0].ip.SrcIP.To4()) != clientIP || [4]byte(out[0].ip.DstIP.To4()) != backupIP {
+		t.Fatalf("server segment of an unknown flow: %+v", out)
+	}
+	if out := b.feed(true, b.fromClient(500, 9000, rewrite.ACK, cTS0, pTS0), nil); len(out) != 0 {
+		t.Fatal("reset budget exceeded")
+	}
+	if out := b.feed(true, b.fromClient(500, 9000, rewrite.RST, cTS0, pTS0), nil); len(out) != 0 {
+		t.Fatal("a reset answered with a reset")
+	}
+	b.now += int64(time.Second)
+	if out := b.feed(true, b.fromClient(500, 9000, rewrite.ACK, cTS0, pTS0), nil); len(out) != 1 {
+		t.Fatal("budget not renewed after a second")
+	}
+}
