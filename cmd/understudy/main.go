@@ -6,6 +6,8 @@
 // Usage:
 //
 //	understudy run --client-iface IF --server-iface IF --vip IP --port N[,N...] --primary IP --backup IP
+//	understudy run --config FILE [flags overriding it]
+//	understudy check --config FILE [flags]
 //	understudy status [--json] [--control PATH]
 //	understudy failover [--to backup|primary] [--control PATH]
 package main
@@ -29,6 +31,9 @@ func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(forma
 const usage = `usage:
   understudy run --client-iface IF --server-iface IF --vip IPv4 --port N[,N...] --primary IPv4 --backup IPv4
                  [--control PATH] [--probe-interval 10ms] [--probe-misses 3] [--probe-rise 3] [--probe-http PATH]
+                 [--metrics ADDR] [--log-format text|json]
+  understudy run --config FILE [flags overriding the file]
+  understudy check [--config FILE] [flags]    validate the configuration without starting
   understudy status [--json] [--control PATH]
   understudy failover [--to backup|primary] [--control PATH]
 run 'understudy COMMAND --help' for a command's flags`
@@ -46,6 +51,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
 	case "failover":

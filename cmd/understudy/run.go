@@ -21,23 +21,46 @@ import (
 	"understudy/tcpstate"
 )
 
-// runFlags are the flags of `understudy run`.
+// runFlags are the settings of `understudy run` and `understudy check`: the
+// flags, with the configuration file's values where no flag was given.
 type runFlags struct {
+	cmd                      string // run or check, for messages
+	config                   string // configuration file, if any
 	clientIface, serverIface string
 	vip, primary, backup     string
 	ports                    string
 	control                  string
 	logFormat                string
+	metrics                  string
 	probeInterval            time.Duration
 	probeMisses, probeRise   int
 	probeTimeout             time.Duration
 	probeHTTP                string
+
+	services []serviceSpec
+	// names maps a flag to the file key its value came from, so that an
+	// error names what the operator wrote.
+	names map[string]string
+}
+
+// serviceSpec is one VIP:port as written, with the names to report it by.
+type serviceSpec struct {
+	vip, vipName string
+	port         uint16
+	portName     string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
-	var f runFlags
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	return parseGatewayFlags("run", args, stderr)
+}
+
+// parseGatewayFlags reads the flags and, with --config, the file; a flag
+// given on the command line overrides the file's value.
+func parseGatewayFlags(cmd string, args []string, stderr io.Writer) (*runFlags, error) {
+	f := runFlags{cmd: cmd, names: map[string]string{}}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "YAML configuration file; flags given on the command line override its values")
 	fs.StringVar(&f.clientIface, "client-iface", "", "interface clients reach the VIP through")
 	fs.StringVar(&f.serverIface, "server-iface", "", "interface on the servers' LAN")
 	fs.StringVar(&f.vip, "vip", "", "virtual IPv4 address clients connect to")
@@ -46,6 +69,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.backup, "backup", "", "backup server's IPv4 address")
 	fs.StringVar(&f.control, "control", defaultControl, "control socket path")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP on this address (example: 127.0.0.1:9410)")
 	fs.DurationVar(&f.probeInterval, "probe-interval", failover.DefaultInterval, "interval between health probes of each server (also each probe's timeout)")
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", 0, "timeout of one probe (default: the probe interval); longer tolerates a loaded server, detects a silent host slower")
 	fs.IntVar(&f.probeMisses, "probe-misses", failover.DefaultMisses, "consecutive failed probes that declare a server down")
@@ -55,89 +79,246 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
-		return nil, usagef("run: %v", err)
+		return nil, usagef("%s: %v", cmd, err)
 	}
 	if fs.NArg() > 0 {
-		return nil, usagef("run: unexpected argument %q", fs.Arg(0))
+		return nil, usagef("%s: unexpected argument %q", cmd, fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var fileServices []serviceConfig
+	if f.config != "" {
+		fc, err := loadConfigFile(f.config)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cmd, err)
+		}
+		if err := f.applyFile(fc, set); err != nil {
+			return nil, usagef("%s: config %s: %v", cmd, f.config, err)
+		}
+		fileServices = fc.Services
+	}
+	if set["vip"] || set["port"] || len(fileServices) == 0 {
+		// Services from the flags replace the file's list.
+		if f.vip == "" || f.ports == "" {
+			return &f, nil // reported as missing by gatewayConfig
+		}
+		ports, err := parsePorts(f.ports)
+		if err != nil {
+			return nil, usagef("%s: %v", cmd, err)
+		}
+		for _, p := range ports {
+			f.services = append(f.services, serviceSpec{vip: f.vip, vipName: "--vip", port: p, portName: "--port"})
+		}
+		return &f, nil
+	}
+	for i, sc := range fileServices {
+		name := fmt.Sprintf("services[%d]", i)
+		n, err := strconv.Atoi(strings.TrimSpace(sc.Port))
+		if sc.Port == "" {
+			return nil, usagef("%s: config %s: %s.port is required", cmd, f.config, name)
+		}
+		if err != nil || n < 1 || n > 65535 {
+			return nil, usagef("%s: config %s: %s.port %q: use a number from 1 to 65535", cmd, f.config, name, sc.Port)
+		}
+		if sc.VIP == "" {
+			return nil, usagef("%s: config %s: %s.vip is required", cmd, f.config, name)
+		}
+		f.services = append(f.services, serviceSpec{vip: sc.VIP, vipName: name + ".vip", port: uint16(n), portName: name + ".port"})
 	}
 	return &f, nil
 }
 
-// gatewayConfig validates the flags into a datapath configuration. Every
-// message says what was wrong and what to do.
+// applyFile takes the file's value of every setting whose flag was not given.
+func (f *runFlags) applyFile(fc *fileConfig, set map[string]bool) error {
+	strs := []struct {
+		flag, key string
+		dst       *string
+		val       string
+	}{
+		{"client-iface", "client_iface", &f.clientIface, fc.ClientIface},
+		{"server-iface", "server_iface", &f.serverIface, fc.ServerIface},
+		{"primary", "primary", &f.primary, fc.Primary},
+		{"backup", "backup", &f.backup, fc.Backup},
+		{"control", "control", &f.control, fc.Control},
+		{"log-format", "log_format", &f.logFormat, fc.LogFormat},
+		{"metrics", "metrics", &f.metrics, fc.Metrics},
+		{"probe-http", "probe.http", &f.probeHTTP, fc.Probe.HTTP},
+	}
+	for _, s := range strs {
+		if !set[s.flag] && s.val != "" {
+			*s.dst = s.val
+			f.names["--"+s.flag] = s.key
+		}
+	}
+	durs := []struct {
+		flag, key string
+		dst       *time.Duration
+		val       string
+	}{
+		{"probe-interval", "probe.interval", &f.probeInterval, fc.Probe.Interval},
+		{"probe-timeout", "probe.timeout", &f.probeTimeout, fc.Probe.Timeout},
+	}
+	for _, d := range durs {
+		if set[d.flag] || d.val == "" {
+			continue
+		}
+		v, err := fileDuration(d.key, d.val)
+		if err != nil {
+			return err
+		}
+		*d.dst = v
+		f.names["--"+d.flag] = d.key
+	}
+	ints := []struct {
+		flag, key string
+		dst       *int
+		val       string
+	}{
+		{"probe-misses", "probe.misses", &f.probeMisses, fc.Probe.Misses},
+		{"probe-rise", "probe.rise", &f.probeRise, fc.Probe.Rise},
+	}
+	for _, n := range ints {
+		if set[n.flag] || n.val == "" {
+			continue
+		}
+		v, err := fileInt(n.key, n.val)
+		if err != nil {
+			return err
+		}
+		*n.dst = v
+		f.names["--"+n.flag] = n.key
+	}
+	return nil
+}
+
+// name is how errors call a setting: its flag, or its key in the file.
+func (f *runFlags) name(flag string) string {
+	if n, ok := f.names[flag]; ok {
+		return n
+	}
+	return flag
+}
+
+// gatewayConfig validates the settings into a datapath configuration. Flags
+// and the configuration file go through it alike; every message names the
+// setting, the value and what is allowed.
 func (f *runFlags) gatewayConfig() (datapath.Config, error) {
+	c, err := f.validate()
+	if err != nil {
+		cmd := f.cmd
+		if cmd == "" {
+			cmd = "run"
+		}
+		if f.config != "" {
+			return c, usagef("%s: config %s: %v", cmd, f.config, err)
+		}
+		return c, usagef("%s: %v", cmd, err)
+	}
+	return c, nil
+}
+
+func (f *runFlags) validate() (datapath.Config, error) {
 	var c datapath.Config
+	if f.config != "" && len(f.services) == 0 && f.vip == "" && f.ports == "" {
+		return c, usagef("services is required: list at least one {vip, port} (or give --vip and --port)")
+	}
 	for _, req := range []struct{ name, val string }{
 		{"--client-iface", f.clientIface}, {"--server-iface", f.serverIface},
 		{"--vip", f.vip}, {"--port", f.ports}, {"--primary", f.primary}, {"--backup", f.backup},
 	} {
-		if req.val == "" {
-			return c, usagef("run: %s is required", req.name)
+		service := req.name == "--vip" || req.name == "--port"
+		if req.val != "" || service && len(f.services) > 0 {
+			continue
 		}
+		if f.config != "" && !service {
+			return c, usagef("%s is required (in the file, or as %s)", fileKey(req.name), req.name)
+		}
+		return c, usagef("%s is required", req.name)
 	}
 	if f.clientIface == f.serverIface {
-		return c, usagef("run: --client-iface and --server-iface are both %q; the gateway needs the clients and the servers on different interfaces", f.clientIface)
+		return c, usagef("%s and %s are both %q; the gateway needs the clients and the servers on different interfaces",
+			f.name("--client-iface"), f.name("--server-iface"), f.clientIface)
 	}
-	vip, err := parseIPv4("--vip", f.vip)
-	if err != nil {
+	var err error
+	if c.Primary, err = parseIPv4(f.name("--primary"), f.primary); err != nil {
 		return c, err
 	}
-	if c.Primary, err = parseIPv4("--primary", f.primary); err != nil {
-		return c, err
-	}
-	if c.Backup, err = parseIPv4("--backup", f.backup); err != nil {
+	if c.Backup, err = parseIPv4(f.name("--backup"), f.backup); err != nil {
 		return c, err
 	}
 	if c.Primary == c.Backup {
-		return c, usagef("run: --primary and --backup are both %s; give the backup its own server", c.Primary)
+		return c, usagef("%s and %s are both %s; give the backup its own server", f.name("--primary"), f.name("--backup"), c.Primary)
 	}
-	for _, s := range []struct {
-		name string
-		a    netip.Addr
-	}{{"--primary", c.Primary}, {"--backup", c.Backup}} {
-		if s.a == vip {
-			return c, usagef("run: --vip %s equals %s; the VIP must be an address no server owns (servers are reached by their real addresses)", vip, s.name)
+	byPort := map[uint16]netip.Addr{}
+	for i, sv := range f.services {
+		vip, err := parseIPv4(sv.vipName, sv.vip)
+		if err != nil {
+			return c, err
 		}
-	}
-	ports, err := parsePorts(f.ports)
-	if err != nil {
-		return c, err
-	}
-	for _, p := range ports {
-		c.Services = append(c.Services, tcpstate.Service{VIP: vip.As4(), Port: p})
+		for _, s := range []struct {
+			name string
+			a    netip.Addr
+		}{{f.name("--primary"), c.Primary}, {f.name("--backup"), c.Backup}} {
+			if s.a == vip {
+				return c, usagef("%s %s equals %s; the VIP must be an address no server owns (servers are reached by their real addresses)", sv.vipName, vip, s.name)
+			}
+		}
+		if prev, ok := byPort[sv.port]; ok {
+			if prev == vip {
+				return c, usagef("services[%d]: %s:%d is listed twice", i, vip, sv.port)
+			}
+			// A server's reply names only its port: the flow table could
+			// not tell which VIP it answers for.
+			return c, usagef("services[%d]: port %d is already served by VIP %s: one VIP per port", i, sv.port, prev)
+		}
+		byPort[sv.port] = vip
+		c.Services = append(c.Services, tcpstate.Service{VIP: vip.As4(), Port: sv.port})
 	}
 	if f.probeInterval < time.Millisecond || f.probeInterval > time.Minute {
-		return c, usagef("run: --probe-interval %v: use a duration from 1ms to 1m (example: 10ms)", f.probeInterval)
+		return c, usagef("%s %v: use a duration from 1ms to 1m (example: 10ms)", f.name("--probe-interval"), f.probeInterval)
 	}
 	if f.probeTimeout != 0 && (f.probeTimeout < time.Millisecond || f.probeTimeout > time.Minute) {
-		return c, usagef("run: --probe-timeout %v: use a duration from 1ms to 1m, or leave it out to use the interval", f.probeTimeout)
+		return c, usagef("%s %v: use a duration from 1ms to 1m, or leave it out to use the interval", f.name("--probe-timeout"), f.probeTimeout)
 	}
 	if f.probeMisses < 1 || f.probeMisses > 1000 {
-		return c, usagef("run: --probe-misses %d: use a count from 1 to 1000", f.probeMisses)
+		return c, usagef("%s %d: use a count from 1 to 1000", f.name("--probe-misses"), f.probeMisses)
 	}
 	if f.probeRise < 1 || f.probeRise > 1000 {
-		return c, usagef("run: --probe-rise %d: use a count from 1 to 1000", f.probeRise)
+		return c, usagef("%s %d: use a count from 1 to 1000", f.name("--probe-rise"), f.probeRise)
 	}
 	if f.probeHTTP != "" && !strings.HasPrefix(f.probeHTTP, "/") {
-		return c, usagef("run: --probe-http %q: give a path starting with / (example: /index.html)", f.probeHTTP)
+		return c, usagef("%s %q: give a path starting with / (example: /index.html)", f.name("--probe-http"), f.probeHTTP)
 	}
 	c.Probe = failover.Config{Interval: f.probeInterval, Misses: f.probeMisses, Rise: f.probeRise, Timeout: f.probeTimeout}
 	c.ProbeHTTP = f.probeHTTP
 	if f.logFormat != "text" && f.logFormat != "json" {
-		return c, usagef("run: --log-format %q: use text or json", f.logFormat)
+		return c, usagef("%s %q: use text or json", f.name("--log-format"), f.logFormat)
+	}
+	if f.control == "" {
+		return c, usagef("%s is empty: give the control socket's path (default %s)", f.name("--control"), defaultControl)
+	}
+	if f.metrics != "" {
+		if _, _, err := net.SplitHostPort(f.metrics); err != nil {
+			return c, usagef("%s %q: give host:port or :port (example: 127.0.0.1:9410)", f.name("--metrics"), f.metrics)
+		}
 	}
 	c.ClientIface, c.ServerIface = f.clientIface, f.serverIface
 	c.VerifyChecksums = true
 	return c, nil
 }
 
+// fileKey is a flag's key in the configuration file.
+func fileKey(flag string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(flag, "--"), "-", "_")
+}
+
 func parseIPv4(name, s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4() {
-		return netip.Addr{}, usagef("run: %s %q is not an IPv4 address (example: 192.0.2.10)", name, s)
+		return netip.Addr{}, usagef("%s %q is not an IPv4 address (example: 192.0.2.10)", name, s)
 	}
 	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return netip.Addr{}, usagef("run: %s %s cannot be used: give a unicast address", name, s)
+		return netip.Addr{}, usagef("%s %s cannot be used: give a unicast address", name, s)
 	}
 	return a, nil
 }
@@ -148,10 +329,10 @@ func parsePorts(s string) ([]uint16, error) {
 	for _, part := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(part))
 		if err != nil || n < 1 || n > 65535 {
-			return nil, usagef("run: --port %q: each port must be a number from 1 to 65535, comma-separated (example: 80,443)", part)
+			return nil, usagef("--port %q: each port must be a number from 1 to 65535, comma-separated (example: 80,443)", part)
 		}
 		if seen[uint16(n)] {
-			return nil, usagef("run: --port %d is listed twice", n)
+			return nil, usagef("--port %d is listed twice", n)
 		}
 		seen[uint16(n)] = true
 		ports = append(ports, uint16(n))
@@ -188,6 +369,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if f.metrics != "" {
+		return usagef("run: %s %s: metrics are not served yet by this build; leave it out", f.name("--metrics"), f.metrics)
+	}
 	if err := checkEnvironment(&cfg); err != nil {
 		return err
 	}
@@ -216,9 +400,54 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	defer ctl.Close()
 	log.Info("understudy running", "client_iface", cfg.ClientIface, "server_iface", cfg.ServerIface,
-		"vip", f.vip, "ports", f.ports, "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control)
+		"services", serviceList(cfg.Services), "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control)
 	err = gw.Run(ctx)
 	st := gw.Status()
 	log.Info("understudy stopping", "flows", st.Flows.Total, "protected", st.Flows.Protected)
 	return err
+}
+
+// serviceList writes the services as VIP:port, comma-separated.
+func serviceList(ss []tcpstate.Service) string {
+	parts := make([]string, len(ss))
+	for i, s := range ss {
+		parts[i] = netip.AddrPortFrom(netip.AddrFrom4(s.VIP), s.Port).String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// cmdCheck validates a configuration as run would, without root and without
+// touching any interface, and prints a one-line summary.
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	f, err := parseGatewayFlags("check", args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	c, err := f.gatewayConfig()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, checkSummary(f, &c))
+	return nil
+}
+
+func checkSummary(f *runFlags, c *datapath.Config) string {
+	probe := "tcp connect"
+	if c.ProbeHTTP != "" {
+		probe = "http GET " + c.ProbeHTTP
+	}
+	timeout := c.Probe.Timeout
+	if timeout == 0 {
+		timeout = c.Probe.Interval
+	}
+	metrics := "off"
+	if f.metrics != "" {
+		metrics = f.metrics
+	}
+	return fmt.Sprintf("OK: clients on %s, servers on %s; services %s; primary %s, backup %s; probe %s every %v (timeout %v, down after %d misses, up after %d); control %s; metrics %s; log %s",
+		c.ClientIface, c.ServerIface, serviceList(c.Services), c.Primary, c.Backup, probe, c.Probe.Interval, timeout,
+		c.Probe.Misses, c.Probe.Rise, f.control, metrics, f.logFormat)
 }
