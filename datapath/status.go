@@ -164,3 +164,44 @@ func (g *Gateway) ringDrops() uint64 {
 	}
 	return g.ringDropTotal
 }
+
+// FlowInfo is one flow as `understudy flows` shows it.
+type FlowInfo struct {
+	Client     string `json:"client"`
+	VIP        string `json:"vip"`
+	State      string `json:"state"`
+	Protection string `json:"protection"` // protected, unprotected or diverged
+	Why        string `json:"why,omitempty"`
+	FromClient uint64 `json:"bytes_from_client"`
+	ToClient   uint64 `json:"bytes_to_client"`
+	Live       string `json:"live"` // primary or backup
+}
+
+// Flows takes a snapshot of every flow under the datapath's lock.
+func (g *Gateway) Flows() []FlowInfo {
+	g.mu.Lock()
+	out := make([]FlowInfo, 0, g.table.Len())
+	g.table.ForEach(func(f *tcpstate.Flow) {
+		k := f.Key()
+		fi := FlowInfo{
+			Client:     netip.AddrPortFrom(netip.AddrFrom4(k.Client), k.CPort).String(),
+			VIP:        netip.AddrPortFrom(netip.AddrFrom4(k.VIP), k.VPort).String(),
+			State:      f.State().String(),
+			Protection: "protected",
+			FromClient: f.BytesFromClient(),
+			ToClient:   f.BytesToClient(),
+		}
+		if live := f.Live(); live >= 0 && live < len(g.names) {
+			fi.Live = g.names[live]
+		}
+		switch {
+		case f.Diverged():
+			fi.Protection, fi.Why = "diverged", f.Why()
+		case f.Protection() != tcpstate.Protected:
+			fi.Protection, fi.Why = "unprotected", f.Why()
+		}
+		out = append(out, fi)
+	})
+	g.mu.Unlock()
+	return out
+}

@@ -192,3 +192,42 @@ func (f *Flow) protectedPair() bool {
 	o := &f.legs[other(f.live)]
 	return f.prot == Protected && o.up
 }
+
+// BytesFromClient counts the client's stream bytes the gateway has seen: its
+// SYN and FIN take sequence space but carry no bytes.
+func (f *Flow) BytesFromClient() uint64 {
+	end := f.cli.nxt
+	if f.cli.fin {
+		end = f.cli.finSeq
+	}
+	start := f.cli.isn.Add(1)
+	if end.LessThan(start) {
+		return 0
+	}
+	return uint64(uint32(end - start)) // modulo 4 GiB, as sequence numbers are
+}
+
+// BytesToClient counts the stream bytes sent to the client, in the stream
+// it sees (across a takeover too).
+func (f *Flow) BytesToClient() uint64 {
+	if !f.synAckSent {
+		return 0
+	}
+	end := f.nxtSent
+	if f.finSent {
+		end = end.Add(^uint32(0)) // the FIN's sequence number carries no byte
+	}
+	start := f.legs[f.vis].isn.Add(1)
+	if end.LessThan(start) {
+		return 0
+	}
+	return uint64(uint32(end - start)) // modulo 4 GiB, as sequence numbers are
+}
+
+// Live returns the index (into Config.Servers) of the server whose stream the
+// client sees.
+func (f *Flow) Live() int { return int(f.legs[f.live].server) }
+
+// Diverged reports whether the two servers' reply streams disagree at the
+// most recently compared bytes.
+func (f *Flow) Diverged() bool { return f.cmp.diverged() }

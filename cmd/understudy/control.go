@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"understudy/datapath"
@@ -53,6 +54,10 @@ func listenControl(path string, gw *datapath.Gateway) (*control, error) {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(gw.Status())
+	})
+	mux.HandleFunc("GET /flows", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(gw.Flows())
 	})
 	mux.HandleFunc("POST /failover", func(w http.ResponseWriter, r *http.Request) {
 		last, err := gw.ManualFailover(r.URL.Query().Get("to"))
@@ -192,5 +197,59 @@ func cmdFailover(args []string, stdout io.Writer) error {
 		return fmt.Errorf("failover: decode reply: %w", err)
 	}
 	fmt.Fprintf(stdout, "failed over from %s: %d flows moved, %d reset, %d unprotected\n", f.Server, f.FlowsMoved, f.FlowsReset, f.FlowsAlone)
+	return nil
+}
+
+func cmdFlows(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("flows", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the flows as JSON")
+	path := fs.String("control", defaultControl, "control socket path")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usagef("flows: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("flows: unexpected argument %q", fs.Arg(0))
+	}
+	body, err := controlGet(*path, "flows")
+	if err != nil {
+		return fmt.Errorf("flows: %w", err)
+	}
+	if *asJSON {
+		_, err = stdout.Write(body)
+		return err
+	}
+	return printFlows(stdout, body)
+}
+
+// printFlows writes one line per flow, ordered by VIP then client.
+func printFlows(w io.Writer, body []byte) error {
+	var flows []datapath.FlowInfo
+	if err := json.Unmarshal(body, &flows); err != nil {
+		return fmt.Errorf("flows: decode reply: %w", err)
+	}
+	sort.SliceStable(flows, func(i, j int) bool {
+		if flows[i].VIP != flows[j].VIP {
+			return flows[i].VIP < flows[j].VIP
+		}
+		return flows[i].Client < flows[j].Client
+	})
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT\tVIP\tSTATE\tPROTECTION\tFROM CLIENT\tTO CLIENT\tLIVE")
+	for _, f := range flows {
+		prot := f.Protection
+		if f.Protection == "unprotected" && f.Why != "" {
+			prot += ":" + f.Why
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Client, f.VIP, f.State, prot, f.FromClient, f.ToClient, f.Live)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(flows) == 0 {
+		fmt.Fprintln(w, "no flows")
+	}
 	return nil
 }

@@ -9,6 +9,7 @@
 //	understudy run --config FILE [flags overriding it]
 //	understudy check --config FILE [flags]
 //	understudy status [--json] [--control PATH]
+//	understudy flows [--json] [--control PATH]
 //	understudy failover [--to backup|primary] [--control PATH]
 package main
 
@@ -35,6 +36,7 @@ const usage = `usage:
   understudy run --config FILE [flags overriding the file]
   understudy check [--config FILE] [flags]    validate the configuration without starting
   understudy status [--json] [--control PATH]
+  understudy flows [--json] [--control PATH]
   understudy failover [--to backup|primary] [--control PATH]
 run 'understudy COMMAND --help' for a command's flags`
 
@@ -55,6 +57,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
+	case "flows":
+		err = cmdFlows(args[1:], stdout)
 	case "failover":
 		err = cmdFailover(args[1:], stdout)
 	case "help", "-h", "--help":
