@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -230,11 +231,19 @@ func printFlows(w io.Writer, body []byte) error {
 	if err := json.Unmarshal(body, &flows); err != nil {
 		return fmt.Errorf("flows: decode reply: %w", err)
 	}
-	sort.SliceStable(flows, func(i, j int) bool {
-		if flows[i].VIP != flows[j].VIP {
-			return flows[i].VIP < flows[j].VIP
+	cmp := func(a, b string) int {
+		pa, erra := netip.ParseAddrPort(a)
+		pb, errb := netip.ParseAddrPort(b)
+		if erra != nil || errb != nil {
+			return strings.Compare(a, b)
 		}
-		return flows[i].Client < flows[j].Client
+		return pa.Compare(pb)
+	}
+	sort.SliceStable(flows, func(i, j int) bool {
+		if c := cmp(flows[i].VIP, flows[j].VIP); c != 0 {
+			return c < 0
+		}
+		return cmp(flows[i].Client, flows[j].Client) < 0
 	})
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tVIP\tSTATE\tPROTECTION\tFROM CLIENT\tTO CLIENT\tLIVE")
