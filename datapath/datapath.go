@@ -84,6 +84,7 @@ type Gateway struct {
 	arb          *failover.Arbiter
 	names        [2]string
 	last         *Failover
+	failovers    uint64 // takeovers carried out, automatic and manual
 	evidenceSeen uint64
 }
 
@@ -245,6 +246,9 @@ const pollInterval = 2 * time.Millisecond
 // batch bounds the frames taken from one ring before the other gets a turn.
 const batch = 64
 
+// maxRounds bounds the batches of one loop iteration.
+const maxRounds = 16
+
 // Run moves frames until ctx is cancelled, and runs failure detection
 // beside them.
 func (g *Gateway) Run(ctx context.Context) error {
@@ -260,9 +264,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.mu.Lock()
 		now := int64(time.Since(g.start))
 		g.events(now)
-		for {
-			n := g.drain(0, now) + g.drain(1, now)
-			if n == 0 {
+		// Bounded, so that under a steady stream of frames the timers,
+		// failover events and the monitor's view of which servers are busy
+		// still come round every few milliseconds.
+		for round := 0; round < maxRounds; round++ {
+			if g.drain(0, now)+g.drain(1, now) == 0 {
 				break
 			}
 		}
