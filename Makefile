@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build test unit lint demo bench-failover clean
+.PHONY: all build test unit lint demo bench-failover clean fuzz
 
 all: build
 
@@ -31,6 +31,13 @@ demo: build
 # Client stall when the primary fails mid-download (root; about 2 minutes).
 bench-failover: build
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkFailoverStall -benchtime 1x -timeout 20m ./testbed/
+
+# Every fuzz target, FUZZTIME each.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./rewrite/
+	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME) ./rewrite/
+	$(GO) test -run '^$$' -fuzz '^FuzzFlow$$' -fuzztime $(FUZZTIME) ./tcpstate/
 
 clean:
 	rm -rf $(BIN)
