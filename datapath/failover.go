@@ -52,6 +52,9 @@ func (g *Gateway) carryOut(act failover.Action, tr failover.Transition, now int6
 			failed = act.From
 		}
 		rec := g.table.ServerDown(now, failed, act.Cause)
+		if act.Kind == failover.Takeover {
+			g.failovers++
+		}
 		g.last = &Failover{
 			At: act.At, Server: g.names[failed], Cause: act.Cause, Manual: act.Manual,
 			FlowsMoved: rec.FlowsMoved, FlowsReset: rec.FlowsReset, FlowsAlone: rec.FlowsAlone,

@@ -26,6 +26,7 @@ type Status struct {
 	KernelBypass BypassStatus        `json:"kernel_bypass"`
 	Offloads     map[string][]string `json:"offloads_disabled"`
 	LastFailover *Failover           `json:"last_failover"`
+	Failovers    uint64              `json:"failovers"`
 	Detection    failover.Snapshot   `json:"detection"`
 	History      []failover.Action   `json:"role_history"`
 }
@@ -98,6 +99,7 @@ func (g *Gateway) Status() Status {
 	})
 	s.Flows.Total = g.table.Len()
 	s.LastFailover = g.lastFailover()
+	s.Failovers = g.failovers
 	s.Flows.HalfOpen = g.table.HalfOpen()
 	events, drops := g.table.Stats.Map()
 	s.Packets = PacketCounts{ClientRx: g.clientRx, ServerRx: g.serverRx, Events: events}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -15,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"understudy/datapath"
 	"understudy/failover"
@@ -369,11 +373,17 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if f.metrics != "" {
-		return usagef("run: %s %s: metrics are not served yet by this build; leave it out", f.name("--metrics"), f.metrics)
-	}
 	if err := checkEnvironment(&cfg); err != nil {
 		return err
+	}
+	// Bind the metrics address before touching the host: a taken port
+	// stops the start, not a running gateway.
+	var metricsLn net.Listener
+	if f.metrics != "" {
+		if metricsLn, err = net.Listen("tcp", f.metrics); err != nil {
+			return fmt.Errorf("run: %s %s: %w", f.name("--metrics"), f.metrics, err)
+		}
+		defer metricsLn.Close()
 	}
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if f.logFormat == "json" {
@@ -399,8 +409,12 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fmt.Errorf("run: %w", err)
 	}
 	defer ctl.Close()
+	if metricsLn != nil {
+		ms := serveMetrics(metricsLn, gw)
+		defer ms.Close()
+	}
 	log.Info("understudy running", "client_iface", cfg.ClientIface, "server_iface", cfg.ServerIface,
-		"services", serviceList(cfg.Services), "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control)
+		"services", serviceList(cfg.Services), "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control, "metrics", f.metrics)
 	err = gw.Run(ctx)
 	st := gw.Status()
 	log.Info("understudy stopping", "flows", st.Flows.Total, "protected", st.Flows.Protected)
@@ -450,4 +464,15 @@ func checkSummary(f *runFlags, c *datapath.Config) string {
 	return fmt.Sprintf("OK: clients on %s, servers on %s; services %s; primary %s, backup %s; probe %s every %v (timeout %v, down after %d misses, up after %d); control %s; metrics %s; log %s",
 		c.ClientIface, c.ServerIface, serviceList(c.Services), c.Primary, c.Backup, probe, c.Probe.Interval, timeout,
 		c.Probe.Misses, c.Probe.Rise, f.control, metrics, f.logFormat)
+}
+
+// serveMetrics serves the gateway's Prometheus metrics on ln at /metrics.
+func serveMetrics(ln net.Listener, gw *datapath.Gateway) *http.Server {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(datapath.NewCollector(gw))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv
 }
