@@ -300,6 +300,12 @@ func (g *Gateway) drain(side int, now int64) int {
 		g.handle(side, fr, now)
 		r.Release()
 	}
+	if side == 1 && n > 0 {
+		// The monitor's goroutines read these while the loop runs on.
+		for i := range g.lastData {
+			g.lastData[i].Store(g.table.LastData(i))
+		}
+	}
 	return n
 }
 
