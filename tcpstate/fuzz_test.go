@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
 	"understudy/rewrite"
 )
 
@@ -18,7 +21,7 @@ import (
 //     valid IPv4 and TCP checksums and fits a 1500-byte MTU;
 //   - before the flow is taken over, every byte the client is sent is a byte
 //     the flow's first server sent at that offset;
-//   - no server is acknowledged anything beyond what it sent;
+//   - no server is acknowledged (or SACKed) anything beyond what it sent;
 //   - the client's TSvals never go backwards and no client-visible sequence
 //     number ever carries two different bytes.
 func FuzzFlow(f *testing.F) {
@@ -46,6 +49,8 @@ const (
 	opTick
 	opServerDown
 	opSetRoles
+	opClientSack
+	opServerSack
 	opCount
 )
 
@@ -203,7 +208,7 @@ func (r *flowRun) ms() uint32 { return uint32(r.now / int64(time.Millisecond)) }
 func (r *flowRun) doStep(sc *script) {
 	op := sc.byte() % opCount
 	switch op {
-	case opClientData, opClientAck, opClientFin:
+	case opClientData, opClientAck, opClientFin, opClientSack:
 		if !r.gotSynAck || r.cDead {
 			// A client sends nothing but its SYN before the SYN-ACK, and
 			// nothing at all once reset.
@@ -219,7 +224,7 @@ func (r *flowRun) doStep(sc *script) {
 			r.cDead, r.gotSynAck = false, false
 			r.cISN += 100000
 			r.cNxt, r.cFin = 0, false
-			r.seen, r.rcvNxt, r.rcvFin = stream{}, 0, false
+			r.seen, r.rcvNxt, r.rcvFin, r.tsAny = stream{}, 0, false, false
 		}
 		s := r.clientSpec(r.cISN, 0, rewrite.SYN)
 		if !r.cSynOpts {
@@ -399,6 +404,44 @@ func (r *flowRun) doStep(sc *script) {
 		r.note("server %d down", s)
 		r.tab.ServerDown(r.now, s, "fuzz")
 		r.tick()
+	case opClientSack:
+		// A client SACKs only what it holds beyond its cumulative ack.
+		d := sc.byte()
+		s := r.clientSpec(r.cISN.Add(1+r.cNxt+b2u(r.cFin)), r.clientAck(0), rewrite.ACK)
+		var blocks [][2]rewrite.Seq
+		for o := r.rcvNxt; o < uint32(len(r.seen.have)) && len(blocks) < 3; o++ {
+			if !r.seen.have[o] {
+				continue
+			}
+			e := o
+			for e < uint32(len(r.seen.have)) && r.seen.have[e] {
+				e++
+			}
+			if d&1 != 0 && e-o > 1 { // only part of it
+				e -= (e - o) / 2
+			}
+			blocks = append(blocks, [2]rewrite.Seq{r.visISN.Add(1 + o), r.visISN.Add(1 + e)})
+			d >>= 1
+			o = e
+		}
+		if len(blocks) == 0 {
+			r.note("client SACK skipped: nothing out of order")
+			return
+		}
+		r.note("client SACK ack %d blocks %v", s.Ack-r.visISN-1, blocks)
+		r.sendSACK(true, &s, blocks)
+	case opServerSack:
+		i, d := r.server(sc.byte())
+		v := &r.srv[i]
+		if !v.est {
+			r.note("server %d op skipped: not established", i)
+			return
+		}
+		s := r.serverSpec(i, v.isn.Add(1+v.nxt+b2u(v.fin)), r.serverAck(i, 0), rewrite.ACK)
+		base := s.Ack.Add(uint32(d&7)*64 + 1)
+		blocks := [][2]rewrite.Seq{{base, base.Add(uint32(d>>3+1) * 32)}}
+		r.note("server %d SACK ack %d blocks %v", i, s.Ack-v.cISN-1, blocks)
+		r.sendSACK(false, &s, blocks)
 	case opSetRoles:
 		d := sc.byte() & 3
 		a, b := int(d&1), 1-int(d&1)
@@ -495,6 +538,10 @@ func (r *flowRun) send(fromClient bool, s *rewrite.Spec) {
 	if res := r.pkt.Parse(r.buf[:n], false, true); res != rewrite.OK {
 		r.t.Fatalf("script frame rejected: %v", res)
 	}
+	r.handle(fromClient)
+}
+
+func (r *flowRun) handle(fromClient bool) {
 	r.out.Reset()
 	if fromClient {
 		r.tab.HandleClient(r.now, &r.pkt, r.out)
@@ -502,6 +549,41 @@ func (r *flowRun) send(fromClient bool, s *rewrite.Spec) {
 		r.tab.HandleServer(r.now, &r.pkt, r.out)
 	}
 	r.check()
+}
+
+// sendSACK is send for a pure ACK carrying SACK blocks, which Build does
+// not make: gopacket builds it.
+func (r *flowRun) sendSACK(fromClient bool, s *rewrite.Spec, blocks [][2]rewrite.Seq) {
+	var opts []layers.TCPOption
+	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
+	if s.HasTS {
+		d := make([]byte, 8)
+		put32(d[0:], s.TSval)
+		put32(d[4:], s.TSecr)
+		opts = append(opts, nop, nop, layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: d})
+	}
+	d := make([]byte, 8*len(blocks))
+	for i, bl := range blocks {
+		put32(d[8*i:], uint32(bl[0]))
+		put32(d[8*i+4:], uint32(bl[1]))
+	}
+	opts = append(opts, nop, nop, layers.TCPOption{OptionType: layers.TCPOptionKindSACK, OptionLength: uint8(2 + len(d)), OptionData: d})
+	eth := &layers.Ethernet{EthernetType: layers.EthernetTypeIPv4, SrcMAC: make([]byte, 6), DstMAC: make([]byte, 6)}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: s.Src[:], DstIP: s.Dst[:]}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.SrcPort), DstPort: layers.TCPPort(s.DstPort), Seq: uint32(s.Seq), Ack: uint32(s.Ack),
+		ACK: true, Window: s.Window, Options: opts}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		r.t.Fatal(err)
+	}
+	sb := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
+		r.t.Fatal(err)
+	}
+	n := copy(r.buf, sb.Bytes())
+	if res := r.pkt.Parse(r.buf[:n], false, true); res != rewrite.OK {
+		r.t.Fatalf("SACK frame rejected: %v", res)
+	}
+	r.handle(fromClient)
 }
 
 func (r *flowRun) tick() {
@@ -557,7 +639,7 @@ func (r *flowRun) toClient(sg seg, f *Flow, before bool) {
 			// The flow expired in its handshake and the client's retried
 			// SYN made a new one: the client, still in SYN-SENT, starts
 			// over with this SYN-ACK.
-			r.seen, r.rcvNxt, r.rcvFin = stream{}, 0, false
+			r.seen, r.rcvNxt, r.rcvFin, r.tsAny = stream{}, 0, false, false
 		}
 		r.visISN, r.gotSynAck = seq, true
 		return
@@ -616,6 +698,11 @@ func (r *flowRun) toServer(sg seg) {
 		}
 		if v.sentEnd.LessThan(ack) {
 			r.fail("server %d acknowledged %d, beyond what it sent (%d)", i, ack-v.isn-1, v.sentEnd-v.isn-1)
+		}
+	}
+	for _, bl := range sackBlocks(sg) {
+		if !v.synAcked || v.sentEnd.LessThan(rewrite.Seq(bl[1])) {
+			r.fail("server %d SACKed up to %d, beyond what it sent (%d)", i, rewrite.Seq(bl[1])-v.isn-1, v.sentEnd-v.isn-1)
 		}
 	}
 	if val, _, ok := sg.ts(); ok {
@@ -681,6 +768,10 @@ var (
 			[]byte{opServerData, 0, 127, opServerData, 1, 127, opClientAck, 0, 0,
 				opServerDown, 1, opServerData, 0, 200, opClientAck, 0, 0, opSetRoles, 2},
 			seedClose),
+		// a reply reaches the client out of order: it SACKs, then the primary fails
+		cat([]byte{209, 1}, seedHandshake, seedRequest,
+			[]byte{opServerData, 1, 127, opServerData, 1, 127, opServerData, 1, 127, opServerData, 0, 127,
+				opServerData, 4, 127, 8, opClientSack, 0, opServerSack, 0, opServerDown, 0, opClientAck, 0, 0, opTick}),
 		// handshake failure: no backup SYN-ACK, then the primary fails in the handshake
 		[]byte{209, 1, opClientSyn, 0x70, opSynAck, 0x71 << 1, opClock, 60, opTick,
 			opClientAck, 0, 0, opServerDown, 0, opClock, 0xE0, opClientSyn, 0x70, opSynAck, 0x71<<1 | 1, opTick},
