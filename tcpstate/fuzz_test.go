@@ -322,11 +322,14 @@ func (r *flowRun) doStep(sc *script) {
 		v := &r.srv[i]
 		n := r.length(sc.byte())
 		off := v.nxt
+		var lag uint32 // ms the segment spent queued: an older TSval
 		switch d & 3 {
 		case 1: // retransmission
 			off -= min(off, uint32(sc.byte())*16)
-		case 2: // out of order: a gap before it
-			off += uint32(sc.byte()) * 16
+		case 2: // out of order: a gap before it, delayed on its way
+			g := sc.byte()
+			off += uint32(g) * 16
+			lag = uint32(g & 15)
 		}
 		if v.fin { // after its FIN a server only retransmits, up to it
 			off = min(off, v.nxt)
@@ -338,6 +341,7 @@ func (r *flowRun) doStep(sc *script) {
 			flags |= rewrite.FIN
 		}
 		s := r.serverSpec(i, v.isn.Add(1+off), r.serverAck(i, d>>3), flags)
+		s.TSval -= lag
 		s.Payload = make([]byte, n)
 		subst := i == 1 && d&0x80 != 0
 		for j := range s.Payload {
