@@ -10,17 +10,16 @@ import (
 
 // Failover is the last role change that moved flows, for status.
 type Failover struct {
-	At          time.Time `json:"at"`
-	Server      string    `json:"server"` // the server that failed
-	Cause       string    `json:"cause"`
-	Manual      bool      `json:"manual"`
-	DetectedMS  float64   `json:"detected_ms"` // first missed probe to decision
-	FlowsMoved  int       `json:"flows_moved"`
-	FlowsReset  int       `json:"flows_reset"`
-	FlowsAlone  int       `json:"flows_unprotected"`
-	StallFlows  int       `json:"stall_flows"`  // moved flows that were mid-transfer
-	MaxStallMS  float64   `json:"max_stall_ms"` // longest wait such a client had
-	tableRecord bool
+	At         time.Time `json:"at"`
+	Server     string    `json:"server"` // the server that failed
+	Cause      string    `json:"cause"`
+	Manual     bool      `json:"manual"`
+	DetectedMS float64   `json:"detected_ms"` // first missed probe to decision
+	FlowsMoved int       `json:"flows_moved"`
+	FlowsReset int       `json:"flows_reset"`
+	FlowsAlone int       `json:"flows_unprotected"`
+	StallFlows int       `json:"stall_flows"`  // moved flows that were mid-transfer
+	MaxStallMS float64   `json:"max_stall_ms"` // longest wait such a client had
 }
 
 // events takes the monitor's transitions without waiting and acts on them.
@@ -58,7 +57,6 @@ func (g *Gateway) carryOut(act failover.Action, tr failover.Transition, now int6
 		g.last = &Failover{
 			At: act.At, Server: g.names[failed], Cause: act.Cause, Manual: act.Manual,
 			FlowsMoved: rec.FlowsMoved, FlowsReset: rec.FlowsReset, FlowsAlone: rec.FlowsAlone,
-			tableRecord: true,
 		}
 		if !tr.FirstMiss.IsZero() && !act.Manual {
 			g.last.DetectedMS = ms(tr.At.Sub(tr.FirstMiss))
@@ -118,7 +116,7 @@ func (g *Gateway) lastFailover() *Failover {
 		return nil
 	}
 	l := *g.last
-	if rec, ok := g.table.LastFailover(); ok && l.tableRecord {
+	if rec, ok := g.table.LastFailover(); ok {
 		l.StallFlows = rec.StallFlows
 		l.MaxStallMS = ms(time.Duration(rec.MaxStall))
 	}

@@ -66,6 +66,9 @@ func (t *Table) ServerDown(now int64, server int, cause string) FailoverRecord {
 		if i == f.live {
 			t.takeover(f, i)
 		} else {
+			if f.prot == Protected {
+				t.last.FlowsAlone++
+			}
 			t.shadowLost(f, i, "standby_failed")
 		}
 	}
@@ -145,14 +148,17 @@ func (t *Table) resetFlow(f *Flow) {
 	t.dropReplay(f)
 }
 
-// shadowLost removes the shadow leg i: the flow goes on with its live leg.
+// shadowLost removes the shadow leg i: the flow goes on with its live leg,
+// and the leg's server gets a reset so it frees the connection.
 func (t *Table) shadowLost(f *Flow, i uint8, why string) {
+	if !f.legs[i].up {
+		return
+	}
 	f.legs[i].up = false
 	t.kick(f, kickFence0<<i|kickRelease)
 	if f.prot == Protected {
 		f.prot, f.why = Unprotected, why
 		t.count(FlowsUnprotected)
-		t.last.FlowsAlone++
 	}
 	t.dropReplay(f)
 	if !f.synAckSent {

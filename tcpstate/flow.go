@@ -129,7 +129,6 @@ type Flow struct {
 	nxtSent    rewrite.Seq // highest seq+len sent to the client, live space
 	tsSent     uint32      // highest TSval sent to the client
 	finSent    bool        // FIN released to the client
-	primaryRST bool        // failure signal for the failover layer
 	deleted    bool
 
 	cmp          *comparer   // the two reply streams compared; nil until data flows

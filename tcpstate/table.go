@@ -916,23 +916,6 @@ func (t *Table) rstToServer(f *Flow, i uint8, out *Output) {
 	out.emit(ServerSide, b[:n])
 }
 
-// unprotect removes leg i from the flow, resetting its connection so the
-// server frees it, and lets the remaining leg alone decide what the client sees.
-func (t *Table) unprotect(f *Flow, i uint8, why string, out *Output) {
-	l := &f.legs[i]
-	if !l.up {
-		return
-	}
-	l.up = false
-	if out.room(1) {
-		t.rstToServer(f, i, out)
-	}
-	if f.prot == Protected {
-		f.prot, f.why = Unprotected, why
-		t.count(FlowsUnprotected)
-	}
-}
-
 func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	l := &f.legs[i]
 	if l.synAck && !t.serverRSTInWindow(f, i, p.Seq()) {
@@ -942,7 +925,6 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	l.rst = true
 	if i == f.live {
 		t.count(PrimaryRSTs)
-		f.primaryRST = true
 		if f.protectedPair() {
 			// Never shown to the client while the shadow lives: the shadow
 			// carries the connection on.
@@ -1048,7 +1030,7 @@ func (t *Table) maybeReleaseSynAck(now int64, f *Flow, out *Output) {
 		// The client will use one set of options with both servers: a
 		// disagreement on timestamps or scaling cannot be translated.
 		t.count(OptionMismatches)
-		t.unprotect(f, oi, "option_mismatch", out)
+		t.shadowLost(f, oi, "option_mismatch")
 	}
 	if o.up {
 		o.tsOff = o.synTS - v.synTS
@@ -1119,6 +1101,11 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 	if t.runKicks(out) {
 		return true
 	}
+	defer func() {
+		if !more {
+			more = t.runKicks(out)
+		}
+	}()
 	done := 0
 	for _, f := range t.waiting {
 		if f.synAckDue > now {
@@ -1135,7 +1122,7 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 		f.synAckDue = 0
 		if o := other(f.live); f.legs[o].up && !f.legs[o].synAck {
 			t.count(SynAckTimeouts)
-			t.unprotect(f, o, "synack_timeout", out)
+			t.shadowLost(f, o, "synack_timeout")
 		}
 		t.maybeReleaseSynAck(now, f, out)
 	}
