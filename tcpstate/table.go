@@ -499,6 +499,14 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.drop(DropDeadLeg)
 		return
 	}
+	if f.state == StateClosed {
+		// The connection was reset. A server still sending (a backup that
+		// lagged the client's reset) gets the answer the client's kernel
+		// would give, never an ACK, and its own reset changes nothing.
+		t.drop(DropFlowClosed)
+		t.resetUnknown(p, ServerSide, out)
+		return
+	}
 	f.seen = now
 	flags := p.Flags()
 	switch {

@@ -626,6 +626,34 @@ func TestResets(t *testing.T) {
 	}
 }
 
+// TestLateServerSegmentsAfterClientReset: the client resets while the backup
+// lags; what the backup sent before the reset reached it is answered with a
+// reset, not acknowledged, and the backup's reset does not count as a lost
+// leg.
+func TestLateServerSegmentsAfterClientReset(t *testing.T) {
+	b := newBed(t, 100, 200, 300)
+	b.handshake()
+	reply := bytes.Repeat([]byte("r"), 600)
+	b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), reply)
+	b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.ACK, cTS0+1, pTS0+1), nil)
+	b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+2, pTS0+1), nil))
+	out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply)
+	if len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "R" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+1 ||
+		[4]byte(out[0].ip.DstIP.To4()) != backupIP {
+		t.Fatalf("backup data after the client's reset: %+v, want one RST to the backup", out)
+	}
+	if out := b.feed(false, b.fromServer(backupIP, b.bISN+601, 0, rewrite.RST, 0, 0, 0), nil); len(out) != 0 {
+		t.Fatalf("backup's reset after the client's: %d frames out", len(out))
+	}
+	if b.flow().Protection() != Protected || b.tab.Stats.Counters[FlowsUnprotected] != 0 || b.tab.Stats.Counters[BackupRSTs] != 0 {
+		t.Fatalf("a closed flow lost its backup leg: %v, %d unprotected, %d backup resets",
+			b.flow().Protection(), b.tab.Stats.Counters[FlowsUnprotected], b.tab.Stats.Counters[BackupRSTs])
+	}
+	if b.tab.Stats.Drops[DropFlowClosed] != 2 {
+		t.Fatalf("%d late segments counted as flow_closed, want 2", b.tab.Stats.Drops[DropFlowClosed])
+	}
+}
+
 func TestCaps(t *testing.T) {
 	tab := New(Config{Services: []Service{{VIP: vip, Port: vport}}, Servers: [2][4]byte{primaryIP, backupIP}, MaxHalfOpen: 3})
 	out := NewOutput(2048)
