@@ -12,9 +12,11 @@ build:
 	$(GO) build -o $(BIN)/usweb ./cmd/usweb
 
 # Unit tests need no privileges; as root the integration tests in network
-# namespaces run too (they skip, saying so, otherwise).
+# namespaces run too (they skip, saying so, otherwise). Then every fuzz target
+# runs for FUZZTIME.
 test: lint build
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory fuzz
 
 unit:
 	$(GO) test -count=1 -short ./...
