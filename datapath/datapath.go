@@ -86,6 +86,7 @@ type Gateway struct {
 	last         *Failover
 	failovers    uint64 // takeovers carried out, automatic and manual
 	evidenceSeen uint64
+	drained      [2]bool // servers taken out of new flows by the operator
 }
 
 func addr4(a netip.Addr) [4]byte { return a.As4() }

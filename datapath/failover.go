@@ -67,9 +67,7 @@ func (g *Gateway) carryOut(act failover.Action, tr failover.Transition, now int6
 	case failover.Reintegrate, failover.Activate:
 		g.log.Info("server back", "action", act.Kind.String(), "server", g.names[act.Server], "cause", act.Cause)
 	}
-	if r := g.arb.Roles(); r.Active != failover.None {
-		g.table.SetRoles(r.Active, r.Standby)
-	}
+	g.applyRoles()
 }
 
 // evidence passes per-flow failure signals (a reset or an early FIN from

@@ -18,6 +18,7 @@ type Status struct {
 	ServerIface   string          `json:"server_iface"`
 	Services      []ServiceStatus `json:"services"`
 	Servers       []ServerStatus  `json:"servers"`
+	NewFlows      NewFlowRoles    `json:"new_flows"`
 	Flows         FlowCounts      `json:"flows"`
 	Packets       PacketCounts    `json:"packets"`
 	// Drops counts dropped frames and segments by reason: frame parsing
@@ -43,6 +44,9 @@ type ServerStatus struct {
 	Addr   string `json:"addr"`
 	Role   string `json:"role"`   // active, standby or out
 	Health string `json:"health"` // up, down or unknown (not yet probed enough)
+	// Drained: the operator took it out of new flows (understudy drain).
+	Drained bool `json:"drained"`
+	Flows   int  `json:"flows"` // open flows with a leg on it
 }
 
 // FlowCounts summarises the flow table.
@@ -88,7 +92,13 @@ func (g *Gateway) Status() Status {
 	for i := tcpstate.State(0); i < tcpstate.NumStates; i++ {
 		s.Flows.ByState[i.String()] = 0
 	}
+	var using [2]int
 	g.table.ForEach(func(f *tcpstate.Flow) {
+		for i := range using {
+			if f.Uses(i) {
+				using[i]++
+			}
+		}
 		s.Flows.ByState[f.State().String()]++
 		if f.Protection() == tcpstate.Protected {
 			s.Flows.Protected++
@@ -112,6 +122,8 @@ func (g *Gateway) Status() Status {
 	for i, v := range g.loopDrops {
 		s.Drops[loopDropNames[i]] = v
 	}
+	drained := g.drained
+	s.NewFlows = g.newFlows()
 	g.mu.Unlock()
 
 	for _, sv := range g.cfg.Services {
@@ -120,7 +132,7 @@ func (g *Gateway) Status() Status {
 	roles := g.arb.Roles()
 	for i, a := range []netip.Addr{g.cfg.Primary, g.cfg.Backup} {
 		s.Servers = append(s.Servers, ServerStatus{Name: g.names[i], Addr: a.String(),
-			Role: roles.Role(i), Health: roles.Health[i].String()})
+			Role: roles.Role(i), Health: roles.Health[i].String(), Drained: drained[i], Flows: using[i]})
 	}
 	s.Detection = g.mon.Snapshot()
 	s.History = g.arb.History()

@@ -26,7 +26,16 @@ type FailoverRecord struct {
 
 // SetRoles chooses the servers of new flows' legs: active carries the
 // client-visible stream, standby (-1: none) shadows it.
-func (t *Table) SetRoles(active, standby int) { t.active, t.standby = active, standby }
+func (t *Table) SetRoles(active, standby int) { t.SetRolesWhy(active, standby, "no_standby") }
+
+// SetRolesWhy is SetRoles naming why new flows have no shadow when standby
+// is -1: "drained" when the operator took the other server out of new flows.
+func (t *Table) SetRolesWhy(active, standby int, why string) {
+	t.active, t.standby, t.aloneWhy = active, standby, why
+}
+
+// AloneWhy says why new flows are unprotected while there is no standby.
+func (t *Table) AloneWhy() string { return t.aloneWhy }
 
 // Roles returns the servers new flows use.
 func (t *Table) Roles() (active, standby int) { return t.active, t.standby }

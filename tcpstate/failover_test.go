@@ -2,6 +2,7 @@ package tcpstate
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"understudy/rewrite"
@@ -349,5 +350,51 @@ func TestHandshakeRetryAfterServiceLoss(t *testing.T) {
 	out := b.feed(true, syn, nil)
 	if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != backupIP || b.flow().State() != StateSynSent {
 		t.Fatalf("retried SYN: %d frames", len(out))
+	}
+}
+
+// TestNewFlowRolesWhy: new flows follow the roles set for them and say why
+// they have no shadow; Uses tells which servers a flow still holds.
+func TestNewFlowRolesWhy(t *testing.T) {
+	cases := []struct {
+		name            string
+		active, standby int
+		why             string
+		wantDst         [][4]byte
+		wantProt        Protection
+		wantWhy         string
+	}{
+		{"both", 0, 1, "", [][4]byte{primaryIP, backupIP}, Protected, ""},
+		{"primary drained", 1, -1, "drained", [][4]byte{backupIP}, Unprotected, "drained"},
+		{"backup drained", 0, -1, "drained", [][4]byte{primaryIP}, Unprotected, "drained"},
+		{"no standby", 0, -1, "no_standby", [][4]byte{primaryIP}, Unprotected, "no_standby"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 7, 8, 9)
+			b.tab.SetRolesWhy(tc.active, tc.standby, tc.why)
+			out := b.feed(true, b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0), nil)
+			var dsts [][4]byte
+			for _, o := range out {
+				dsts = append(dsts, [4]byte(o.ip.DstIP.To4()))
+			}
+			if len(dsts) != len(tc.wantDst) {
+				t.Fatalf("SYN went to %v, want %v", dsts, tc.wantDst)
+			}
+			for _, d := range tc.wantDst {
+				if !slices.Contains(dsts, d) {
+					t.Fatalf("SYN went to %v, want %v", dsts, tc.wantDst)
+				}
+			}
+			f := b.flow()
+			if f.Protection() != tc.wantProt || f.Why() != tc.wantWhy {
+				t.Fatalf("flow %v %q, want %v %q", f.Protection(), f.Why(), tc.wantProt, tc.wantWhy)
+			}
+			for s, ip := range [][4]byte{primaryIP, backupIP} {
+				if got, want := f.Uses(s), slices.Contains(tc.wantDst, ip); got != want {
+					t.Errorf("Uses(%d) = %v, want %v", s, got, want)
+				}
+			}
+		})
 	}
 }

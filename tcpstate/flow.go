@@ -230,3 +230,17 @@ func (f *Flow) Live() int { return int(f.legs[f.live].server) }
 // Diverged reports whether the two servers' reply streams disagree at the
 // most recently compared bytes.
 func (f *Flow) Diverged() bool { return f.cmp.diverged() }
+
+// Uses reports whether server (an index into Config.Servers) still carries
+// a leg of the flow: a drained server is free once no open flow uses it.
+func (f *Flow) Uses(server int) bool {
+	if f.state == StateClosed || f.state == StateTimeWait {
+		return false
+	}
+	for i := range f.legs {
+		if l := &f.legs[i]; l.up && int(l.server) == server {
+			return true
+		}
+	}
+	return false
+}

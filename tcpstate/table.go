@@ -82,6 +82,7 @@ type Table struct {
 	// roles for new flows: which server index each leg starts on; a
 	// negative standby means new flows get no backup leg.
 	active, standby int
+	aloneWhy        string // why new flows are unprotected when standby < 0
 
 	waiting   []*Flow // flows whose SYN-ACK waits on the backup, in due order
 	nextSweep int64
@@ -105,7 +106,7 @@ func (t *Table) LastData(server int) int64 { return t.lastData[server] }
 // New makes a table for cfg (defaults applied).
 func New(cfg Config) *Table {
 	cfg = cfg.WithDefaults()
-	return &Table{cfg: cfg, flows: make(map[Key]*Flow), active: 0, standby: 1, resetsLeft: cfg.MaxResetsPerSecond}
+	return &Table{cfg: cfg, flows: make(map[Key]*Flow), active: 0, standby: 1, aloneWhy: "no_standby", resetsLeft: cfg.MaxResetsPerSecond}
 }
 
 // Config returns the table's configuration with defaults applied.
@@ -282,7 +283,7 @@ func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {
 	if t.standby >= 0 {
 		f.legs[1].server, f.legs[1].up = uint8(t.standby), true
 	} else {
-		f.prot, f.why = Unprotected, "no_standby"
+		f.prot, f.why = Unprotected, t.aloneWhy
 	}
 	t.flows[key] = f
 	t.halfOpen++

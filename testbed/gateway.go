@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -167,4 +168,19 @@ func (b *Bed) Status() (map[string]any, error) {
 		return nil, fmt.Errorf("understudy status --json: %w", err)
 	}
 	return m, nil
+}
+
+// Understudy runs "understudy ARGS... --control <the bed's socket>" and
+// returns its stdout; the error carries the exit status and stderr.
+func (b *Bed) Understudy(args ...string) (string, error) {
+	bin := binary(b.t, b.Root, "understudy")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append(args, "--control", b.ControlSocket())...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("understudy %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return stdout.String(), nil
 }

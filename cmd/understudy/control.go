@@ -13,6 +13,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -69,6 +70,15 @@ func listenControl(path string, gw *datapath.Gateway) (*control, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(last)
 	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		res, err := gw.Drain(r.URL.Query().Get("server"), r.URL.Query().Get("undo") == "")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(res)
+	})
 	c := &control{path: path, ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go c.srv.Serve(ln)
 	return c, nil
@@ -102,10 +112,7 @@ func controlDo(path, method, what string) ([]byte, error) {
 	}
 	resp, err := controlClient(path).Do(req)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "connection refused") {
-			return nil, fmt.Errorf("no gateway answers on %s: is `understudy run` running (with this --control)?", path)
-		}
-		return nil, fmt.Errorf("query %s: %w", path, err)
+		return nil, controlError(path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -116,6 +123,23 @@ func controlDo(path, method, what string) ([]byte, error) {
 		return nil, errors.New(strings.TrimSpace(string(body)))
 	}
 	return body, nil
+}
+
+// controlError says in one line why the gateway could not be reached.
+func controlError(path string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("no gateway answers on %s: the socket does not exist; is `understudy run` running (with this --control)?", path)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("no gateway answers on %s: nothing listens on the socket (a gateway that ended without removing it); start `understudy run`", path)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("control socket %s: permission denied: the socket is root-only, run the command as root", path)
+	case errors.Is(err, syscall.ENOTSOCK), errors.Is(err, syscall.EPROTOTYPE):
+		return fmt.Errorf("%s is not a control socket: check --control", path)
+	case errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err):
+		return fmt.Errorf("the gateway on %s did not answer within 5s: it may be overloaded or hung", path)
+	}
+	return fmt.Errorf("query %s: %w", path, err)
 }
 
 func cmdStatus(args []string, stdout io.Writer) error {
@@ -150,7 +174,19 @@ func printStatus(w io.Writer, st *datapath.Status) {
 		fmt.Fprintf(w, "service %s:%d\n", s.VIP, s.Port)
 	}
 	for _, s := range st.Servers {
-		fmt.Fprintf(w, "%-8s %-15s %-8s %s\n", s.Name, s.Addr, s.Role, s.Health)
+		drained := ""
+		if s.Drained {
+			drained = fmt.Sprintf("  drained (%d flows still use it)", s.Flows)
+		}
+		fmt.Fprintf(w, "%-8s %-15s %-8s %-7s %d flows%s\n", s.Name, s.Addr, s.Role, s.Health, s.Flows, drained)
+	}
+	switch nf := st.NewFlows; {
+	case nf.Live == "":
+		fmt.Fprintln(w, "new flows: no server is active")
+	case nf.Shadow == "":
+		fmt.Fprintf(w, "new flows: %s only, unprotected (%s)\n", nf.Live, nf.Why)
+	default:
+		fmt.Fprintf(w, "new flows: %s, shadowed by %s\n", nf.Live, nf.Shadow)
 	}
 	fmt.Fprintf(w, "flows %d (half-open %d, protected %d, unprotected %d)\n",
 		st.Flows.Total, st.Flows.HalfOpen, st.Flows.Protected, st.Flows.Unprotected)
@@ -259,6 +295,58 @@ func printFlows(w io.Writer, body []byte) error {
 	}
 	if len(flows) == 0 {
 		fmt.Fprintln(w, "no flows")
+	}
+	return nil
+}
+
+// cmdDrain takes a server out of new flows, or with --undo returns it.
+// Flags may come before or after the server's name.
+func cmdDrain(name string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	undo := fs.Bool("undo", name == "undrain", "return the server to new flows")
+	path := fs.String("control", defaultControl, "control socket path")
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return usagef("%s: %v", name, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(rest) != 1 {
+		return usagef("%s: name one server: primary or backup (example: understudy %s primary)", name, name)
+	}
+	server := rest[0]
+	if server != "primary" && server != "backup" {
+		return usagef("%s: server %q: use primary or backup", name, server)
+	}
+	q := "drain?server=" + server
+	if *undo {
+		q += "&undo=1"
+	}
+	body, err := controlDo(*path, http.MethodPost, q)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	var res datapath.DrainResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		return fmt.Errorf("%s: decode reply: %w", name, err)
+	}
+	if res.Drained {
+		fmt.Fprintf(stdout, "%s drained: new flows go to %s only, unprotected; %d open flows still use %s\n",
+			res.Server, res.NewFlows.Live, res.Flows, res.Server)
+	} else {
+		fmt.Fprintf(stdout, "%s takes new flows again (new flows: %s", res.Server, res.NewFlows.Live)
+		if res.NewFlows.Shadow != "" {
+			fmt.Fprintf(stdout, ", shadowed by %s", res.NewFlows.Shadow)
+		}
+		fmt.Fprintln(stdout, ")")
 	}
 	return nil
 }

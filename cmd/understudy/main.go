@@ -11,6 +11,7 @@
 //	understudy status [--json] [--control PATH]
 //	understudy flows [--json] [--control PATH]
 //	understudy failover [--to backup|primary] [--control PATH]
+//	understudy drain [--undo] [--control PATH] primary|backup
 package main
 
 import (
@@ -38,6 +39,8 @@ const usage = `usage:
   understudy status [--json] [--control PATH]
   understudy flows [--json] [--control PATH]
   understudy failover [--to backup|primary] [--control PATH]
+  understudy drain [--undo] [--control PATH] primary|backup    new flows avoid the server; --undo returns it
+  understudy undrain [--control PATH] primary|backup           same as drain --undo
 run 'understudy COMMAND --help' for a command's flags`
 
 func main() {
@@ -61,6 +64,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdFlows(args[1:], stdout)
 	case "failover":
 		err = cmdFailover(args[1:], stdout)
+	case "drain", "undrain":
+		err = cmdDrain(args[0], args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"understudy/datapath"
+)
+
+// Every control command fails in one clear line when no gateway answers:
+// no socket at all, or one a crashed gateway left behind.
+func TestControlCommandsWithoutDaemon(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.sock")
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+
+	commands := [][]string{{"status"}, {"status", "--json"}, {"flows"}, {"flows", "--json"}, {"failover"},
+		{"failover", "--to", "backup"}, {"drain", "primary"}, {"drain", "--undo", "backup"}, {"undrain", "primary"}}
+	sockets := []struct {
+		name, path, want string
+	}{
+		{"missing", missing, "the socket does not exist; is `understudy run` running"},
+		{"stale", stale, "nothing listens on the socket"},
+	}
+	for _, sock := range sockets {
+		for _, c := range commands {
+			args := append(append([]string{}, c...), "--control", sock.path)
+			t.Run(sock.name+"/"+strings.Join(c, "_"), func(t *testing.T) {
+				var stdout, stderr bytes.Buffer
+				code := runMain(args, &stdout, &stderr)
+				msg := stderr.String()
+				if code != 1 || !strings.HasPrefix(msg, "understudy: "+c[0]+": no gateway answers on "+sock.path) ||
+					!strings.Contains(msg, sock.want) || strings.Count(msg, "\n") != 1 || stdout.Len() != 0 {
+					t.Fatalf("exit %d stderr %q stdout %q; want exit 1 and one line with %q", code, msg, stdout.String(), sock.want)
+				}
+			})
+		}
+	}
+}
+
+func TestDrainUsage(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"drain"}, "drain: name one server: primary or backup"},
+		{[]string{"drain", "primary", "backup"}, "drain: name one server"},
+		{[]string{"drain", "tertiary"}, `drain: server "tertiary": use primary or backup`},
+		{[]string{"undrain", "--bogus", "primary"}, "undrain: flag provided but not defined: -bogus"},
+	}
+	for _, tc := range cases {
+		var stdout, stderr bytes.Buffer
+		if code := runMain(tc.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d %q, want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}
+
+// TestDrainCommand runs `understudy drain` against a fake control socket and
+// checks what it asks for and prints.
+func TestDrainCommand(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "u.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.URL.RawQuery)
+		q := r.URL.Query()
+		res := datapath.DrainResult{Server: q.Get("server"), Drained: q.Get("undo") == "", Flows: 2,
+			NewFlows: datapath.NewFlowRoles{Live: "backup", Why: "drained"}}
+		if !res.Drained {
+			res.Flows, res.NewFlows = 0, datapath.NewFlowRoles{Live: "primary", Shadow: "backup"}
+		}
+		json.NewEncoder(w).Encode(res)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	cases := []struct {
+		args      []string
+		query     string
+		wantPrint string
+	}{
+		{[]string{"drain", "primary"}, "server=primary", "primary drained: new flows go to backup only, unprotected; 2 open flows still use primary\n"},
+		{[]string{"drain", "primary", "--undo"}, "server=primary&undo=1", "primary takes new flows again (new flows: primary, shadowed by backup)\n"},
+		{[]string{"undrain", "primary"}, "server=primary&undo=1", "primary takes new flows again (new flows: primary, shadowed by backup)\n"},
+	}
+	for _, tc := range cases {
+		got = nil
+		var stdout, stderr bytes.Buffer
+		code := runMain(append(tc.args, "--control", path), &stdout, &stderr)
+		if code != 0 || stdout.String() != tc.wantPrint || len(got) != 1 || got[0] != tc.query {
+			t.Errorf("%v: exit %d stdout %q stderr %q query %q; want %q and %q", tc.args, code, stdout.String(), stderr.String(), got, tc.wantPrint, tc.query)
+		}
+	}
+}
+
+// A refused drain reaches the operator as the gateway's one-line reason.
+func TestDrainRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "u.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "cannot drain primary: backup is out of service (health down), so new flows would still go to primary; wait until backup is back (understudy status)", http.StatusConflict)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	code := runMain([]string{"drain", "primary", "--control", path}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "understudy: drain: cannot drain primary: backup is out of service") || strings.Count(stderr.String(), "\n") != 1 {
+		t.Fatalf("exit %d %q", code, stderr.String())
+	}
+}

@@ -1,0 +1,177 @@
+package testbed
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"understudy/datapath"
+)
+
+// Operating the gateway end to end (root): the control commands an operator
+// uses, run as the operator runs them, against a real gateway.
+
+// flowsJSON is "understudy flows --json" decoded.
+func flowsJSON(t *testing.T, b *Bed) []datapath.FlowInfo {
+	t.Helper()
+	out, err := b.Understudy("flows", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fl []datapath.FlowInfo
+	if err := json.Unmarshal([]byte(out), &fl); err != nil {
+		t.Fatalf("flows --json: %v: %q", err, out)
+	}
+	return fl
+}
+
+func accessCount(b *Bed, s Server, uri string) int {
+	n := 0
+	for _, e := range b.AccessLog(s) {
+		if e.URI == uri {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOperateControl: status, flows, drain (new flows avoid the drained
+// server while a download on it finishes), undrain, failover --to, and
+// every command failing clearly once the gateway is stopped.
+func TestOperateControl(t *testing.T) {
+	b := upFailover(t)
+	gw := b.StartGateway(failoverArgs...)
+	for _, s := range []Server{Pri, Bak} {
+		role := map[Server]string{Pri: "active", Bak: "standby"}[s]
+		if err := b.WaitServerState(s, role, "up", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := gatewayStatus(t, b)
+	if nf := st.NewFlows; nf.Live != "primary" || nf.Shadow != "backup" {
+		t.Fatalf("new flows at start: %+v", nf)
+	}
+	text, err := b.Understudy("status")
+	if err != nil || !strings.Contains(text, "new flows: primary, shadowed by backup") {
+		t.Fatalf("status: %v\n%s", err, text)
+	}
+
+	// A download on both servers, still running when the primary is drained.
+	big := b.Background(func() (*Transfer, error) {
+		return b.Download("/big.bin", "--limit-rate", "16M", "--max-time", "60")
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fl := flowsJSON(t, b)
+		if len(fl) == 1 && fl[0].ToClient > 0 && fl[0].Protection == "protected" && fl[0].Live == "primary" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no protected download in flows --json: %+v", fl)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	out, err := b.Understudy("drain", "primary")
+	if err != nil || !strings.Contains(out, "primary drained: new flows go to backup only, unprotected; 1 open flows still use primary") {
+		t.Fatalf("drain primary: %v: %q", err, out)
+	}
+	st = gatewayStatus(t, b)
+	if p := st.Servers[0]; !p.Drained || p.Flows != 1 || st.NewFlows.Live != "backup" || st.NewFlows.Why != "drained" {
+		t.Fatalf("status after drain: primary %+v, new flows %+v", p, st.NewFlows)
+	}
+	if text, _ := b.Understudy("status"); !strings.Contains(text, "drained (1 flows still use it)") ||
+		!strings.Contains(text, "new flows: backup only, unprotected (drained)") {
+		t.Errorf("status text after drain:\n%s", text)
+	}
+
+	// New flows go to the backup alone.
+	for i := 0; i < 3; i++ {
+		tr, err := b.Download("/1k.bin", "--max-time", "10")
+		if err != nil || tr.SHA256 != b.SHA256("1k.bin") {
+			t.Fatalf("new flow while primary drained: %v (%+v)", err, tr)
+		}
+	}
+	if n := accessCount(b, Pri, "/1k.bin"); n != 0 {
+		t.Errorf("drained primary served /1k.bin %d times", n)
+	}
+	if !waitFor(5*time.Second, func() bool { return accessCount(b, Bak, "/1k.bin") == 3 }) {
+		t.Errorf("backup served /1k.bin %d times, want 3", accessCount(b, Bak, "/1k.bin"))
+	}
+	drained := 0
+	for _, f := range flowsJSON(t, b) {
+		if f.Why == "drained" {
+			drained++
+			if f.Live != "backup" || f.Protection != "unprotected" || f.ToClient < 1024 {
+				t.Errorf("flow of a drained period: %+v", f)
+			}
+		}
+	}
+	if drained != 3 {
+		t.Errorf("%d flows unprotected:drained in flows --json, want 3", drained)
+	}
+
+	// The flow that was on the primary finishes there, whole.
+	tr, err := big.Wait()
+	if err != nil || tr.SHA256 != b.SHA256("big.bin") || tr.NumConnects != 1 {
+		t.Fatalf("download across the drain: %v (%+v)", err, tr)
+	}
+	if !waitFor(5*time.Second, func() bool { return served(b, Pri, "/big.bin", 64<<20) }) {
+		t.Errorf("primary did not serve the whole /big.bin: %+v", b.AccessLog(Pri))
+	}
+	if st := gatewayStatus(t, b); st.Servers[0].Flows != 0 {
+		t.Errorf("primary still has %d flows after the download ended", st.Servers[0].Flows)
+	}
+
+	out, err = b.Understudy("drain", "--undo", "primary")
+	if err != nil || !strings.Contains(out, "primary takes new flows again (new flows: primary, shadowed by backup)") {
+		t.Fatalf("drain --undo: %v: %q", err, out)
+	}
+	if tr, err := b.Download("/1k.bin", "--max-time", "10"); err != nil || tr.SHA256 != b.SHA256("1k.bin") {
+		t.Fatalf("after undrain: %v", err)
+	}
+	if !waitFor(5*time.Second, func() bool { return accessCount(b, Pri, "/1k.bin") == 1 && accessCount(b, Bak, "/1k.bin") == 4 }) {
+		t.Errorf("after undrain: primary served /1k.bin %d times (want 1), backup %d (want 4)",
+			accessCount(b, Pri, "/1k.bin"), accessCount(b, Bak, "/1k.bin"))
+	}
+
+	out, err = b.Understudy("failover", "--to", "backup")
+	if err != nil || !strings.Contains(out, "failed over from primary") {
+		t.Fatalf("failover --to backup: %v: %q", err, out)
+	}
+	if err := b.WaitServerState(Bak, "active", "up", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Understudy("failover", "--to", "backup"); err == nil || !strings.Contains(err.Error(), "it is already active") {
+		t.Errorf("second failover --to backup: %v", err)
+	}
+
+	if err := gw.Stop(); err != nil {
+		t.Fatalf("gateway stop: %v", err)
+	}
+	if _, err := os.Stat(b.ControlSocket()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("control socket after SIGTERM: %v", err)
+	}
+	for _, c := range [][]string{{"status"}, {"flows"}, {"failover"}, {"drain", "primary"}} {
+		_, err := b.Understudy(c...)
+		if err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "no gateway answers on") {
+			t.Errorf("%v against a stopped gateway: %v", c, err)
+		}
+	}
+}
+
+// waitFor polls cond every 20ms until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
