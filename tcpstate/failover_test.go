@@ -77,6 +77,11 @@ func TestTakeoverMidReply(t *testing.T) {
 			if len(out) != 1 || rewrite.Seq(out[0].tcp.Seq) != b.pISN+3001 || !out[0].tcp.FIN || !bytes.Equal(out[0].payload, reply[3000:]) {
 				t.Fatalf("backup's reply after takeover: %d frames", len(out))
 			}
+			// What the client was sent, in its own space, covers the whole
+			// reply and the FIN: the gateway's own segments start there.
+			if n := b.flow().BytesToClient(); n != 4000 {
+				t.Fatalf("bytes to the client after the backup's FIN: %d, want 4000", n)
+			}
 			if v, _, _ := out[0].ts(); v != bTS0+40-(bTS0-pTS0) {
 				t.Fatalf("backup TSval %d, want it in the primary's clock: %d", v, uint32(bTS0+40-(bTS0-pTS0)))
 			}

@@ -649,7 +649,8 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 	if n := p.NumSACK(); n > 0 {
 		t.sackToClient(f, p, n)
 	}
-	if end := f.fromLeg(f.live, p.Seq().Add(p.SegLen())); f.nxtSent.LessThan(end) {
+	// p's seq is in the client's space by now: translated above, if at all.
+	if end := p.Seq().Add(p.SegLen()); f.nxtSent.LessThan(end) {
 		f.nxtSent = end
 	}
 	if flags&rewrite.FIN != 0 {
