@@ -64,12 +64,17 @@ const (
 	DropUnknownServer             // server segment for no configured service
 	DropOutputFull                // more output than one call may emit
 	DropFlowClosed                // segment for a flow already reset
+	DropBadFlags                  // flags no TCP endpoint sends together (SYN+FIN, SYN+RST, none of SYN/ACK/RST)
+	DropSynData                   // SYN carrying payload: the two servers could treat it differently
+	DropOutOfWindow               // client segment outside the window it was shown (blind injection)
+	DropAckUnsent                 // client segment acknowledging bytes never sent to it
 	NumDrops
 )
 
 var dropNames = [NumDrops]string{
 	"no_flow", "flow_cap", "half_open_cap", "off_window_rst", "primary_rst_held",
 	"not_ready", "bad_synack", "stale_syn", "dead_leg", "unknown_server", "output_full", "flow_closed",
+	"bad_flags", "syn_data", "out_of_window", "ack_unsent",
 }
 
 func (d Drop) String() string { return dropNames[d] }

@@ -176,6 +176,16 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	t.count(ClientSegments)
 	key := Key{Client: p.SrcIP(), CPort: p.SrcPort(), VIP: p.DstIP(), VPort: p.DstPort()}
 	flags := p.Flags()
+	if badFlags(flags) {
+		t.drop(DropBadFlags)
+		return
+	}
+	if flags&rewrite.SYN != 0 && p.PayloadLen() > 0 {
+		// Data on a SYN is a Fast Open attempt: one server might take it
+		// and the other not. Its sender retries without data.
+		t.drop(DropSynData)
+		return
+	}
 	f := t.flows[key]
 	if f != nil && flags&(rewrite.SYN|rewrite.ACK) == rewrite.SYN && p.Seq() != f.cli.isn {
 		// A new connection reusing the 4-tuple is fine once the old one ended.
@@ -229,6 +239,12 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		return
 	case !f.synAckSent || f.state == StateClosed:
 		t.drop(DropNotReady)
+		return
+	}
+	if d, ok := t.clientAcceptable(f, p); !ok {
+		// Dropped before it changes anything: a blind segment must not move
+		// the client's ack, timestamps or window the flow relies on.
+		t.drop(d)
 		return
 	}
 	c := &f.cli
@@ -471,6 +487,56 @@ func (t *Table) clientRSTInWindow(f *Flow, s rewrite.Seq) bool {
 	}
 	return !s.LessThan(first) && !last.LessThan(s)
 }
+
+// badFlags reports flag combinations no TCP endpoint sends: SYN with FIN or
+// RST, and segments with none of SYN, ACK and RST (a FIN or data without an
+// ACK). Linux drops them; forwarding them would only probe the servers.
+func badFlags(flags uint8) bool {
+	switch {
+	case flags&rewrite.SYN != 0:
+		return flags&(rewrite.FIN|rewrite.RST) != 0
+	case flags&(rewrite.ACK|rewrite.RST) == 0:
+		return true
+	}
+	return false
+}
+
+// clientAcceptable applies RFC 9293's acceptability tests (§3.10.7.4) to a
+// segment of an established client, with what the gateway showed it: its
+// bytes must reach into the window between the servers' acks (less one
+// window, for late duplicates) and the furthest right edge offered, and its
+// ack must not pass what the client was sent nor lag it by more than the
+// client's window (RFC 5961 §5.2).
+func (t *Table) clientAcceptable(f *Flow, p *rewrite.Packet) (Drop, bool) {
+	c := &f.cli
+	if p.Flags()&rewrite.ACK != 0 {
+		a := p.Ack()
+		if f.nxtSent.LessThan(a) {
+			return DropAckUnsent, false
+		}
+		if c.hasAck && int32(a-c.ack) < -int32(maxWindow(f.cliShift())) {
+			return DropOutOfWindow, false
+		}
+	}
+	first, last := f.ackSent, f.reSent
+	for i := range f.legs {
+		if l := &f.legs[i]; l.up && l.synAck {
+			first = rewrite.SeqMin(first, l.ack)
+			last = rewrite.SeqMax(last, l.rightEdge)
+		}
+	}
+	seq := p.Seq()
+	if last.LessThan(seq) {
+		return DropOutOfWindow, false
+	}
+	if end := seq.Add(p.SegLen()); int32(end-first) < -int32(maxWindow(f.clientWS)) {
+		return DropOutOfWindow, false
+	}
+	return 0, true
+}
+
+// maxWindow is the largest window a 16-bit field scaled by shift can offer.
+func maxWindow(shift uint8) uint32 { return uint32(0xffff) << min(shift, 14) }
 
 // HandleServer decides what becomes of a segment from a server to a client.
 func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {

@@ -787,3 +787,57 @@ func TestUnknownConnectionsReset(t *testing.T) {
 		t.Fatal("budget not renewed after a second")
 	}
 }
+
+// TestHostileClientSegments: segments no client sends, or that a blind
+// attacker sends without knowing the connection's numbers, are dropped
+// under their reason before they change the flow; a zero-window probe, which
+// a real client sends, is forwarded.
+func TestHostileClientSegments(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			data := []byte("GET / HTTP/1.1\r\n\r\n")
+			b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), data))
+			next := b.cISN + 1 + rewrite.Seq(len(data))
+			cases := []struct {
+				name    string
+				seq     rewrite.Seq
+				ack     rewrite.Seq
+				flags   uint8
+				payload []byte
+				want    Drop
+			}{
+				{"SYN+FIN", b.cISN, 0, rewrite.SYN | rewrite.FIN, nil, DropBadFlags},
+				{"SYN+RST", b.cISN, 0, rewrite.SYN | rewrite.RST, nil, DropBadFlags},
+				{"FIN without ACK", next, 0, rewrite.FIN, nil, DropBadFlags},
+				{"no flags", next, 0, 0, []byte("x"), DropBadFlags},
+				{"SYN with data", b.cISN, 0, rewrite.SYN, []byte("early"), DropSynData},
+				{"data beyond the window", next + 1<<30, b.pISN + 1, rewrite.ACK, []byte("x"), DropOutOfWindow},
+				{"data far behind", next - 1<<30, b.pISN + 1, rewrite.ACK, []byte("x"), DropOutOfWindow},
+				{"ack of unsent bytes", next, b.pISN + 1 + 1<<20, rewrite.ACK, nil, DropAckUnsent},
+			}
+			for _, c := range cases {
+				before := b.tab.Stats.Drops[c.want]
+				// A TSval far ahead: had the segment been taken, the
+				// servers would see it echoed and reject the client's next.
+				out := b.feed(true, b.fromClient(c.seq, c.ack, c.flags, cTS0+1<<30, pTS0), c.payload)
+				if len(out) != 0 {
+					t.Errorf("%s: %d frames out, want none", c.name, len(out))
+				}
+				if b.tab.Stats.Drops[c.want] != before+1 {
+					t.Errorf("%s: not counted as %v", c.name, c.want)
+				}
+			}
+			if f := b.flow(); f.cli.tsLast != cTS0+2 || f.cli.nxt != next {
+				t.Fatalf("dropped segments changed the flow: client TSval %d, next %d; want %d, %d",
+					f.cli.tsLast, f.cli.nxt, cTS0+2, next)
+			}
+			// A zero-window probe: one old byte below the servers' ack.
+			p, bk := b.split(b.feed(true, b.fromClient(next-1, b.pISN+1, rewrite.ACK, cTS0+3, pTS0), []byte("\n")))
+			if len(p.payload) != 1 || len(bk.payload) != 1 {
+				t.Fatal("zero-window probe not forwarded whole")
+			}
+		})
+	}
+}
