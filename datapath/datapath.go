@@ -15,6 +15,7 @@ import (
 
 	"understudy/capture"
 	"understudy/failover"
+	"understudy/pcaptap"
 	"understudy/rewrite"
 	"understudy/tcpstate"
 )
@@ -34,6 +35,8 @@ type Config struct {
 	Probe     failover.Config
 	ProbeHTTP string
 	Log       *slog.Logger
+	// Pcap, if set, gets a copy of every frame received and sent.
+	Pcap *pcaptap.Tap
 }
 
 // Drop reasons the loop itself counts, beside rewrite's and tcpstate's.
@@ -65,6 +68,8 @@ type Gateway struct {
 	bypass         *capture.Bypass
 	clientRx       uint64
 	serverRx       uint64
+	traffic        traffic
+	servers        [2][4]byte // primary's and backup's addresses
 	parseDrops     [rewrite.NumReasons]uint64
 	loopDrops      [numLoopDrops]uint64
 	offloadChanged map[string][]string
@@ -87,6 +92,7 @@ type Gateway struct {
 	failovers    uint64 // takeovers carried out, automatic and manual
 	evidenceSeen uint64
 	drained      [2]bool // servers taken out of new flows by the operator
+	detection    tcpstate.Histogram
 }
 
 func addr4(a netip.Addr) [4]byte { return a.As4() }
@@ -108,6 +114,7 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}()
 	vips, ports := services(cfg.Services)
 	servers := [][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
+	g.servers = [2][4]byte{servers[0], servers[1]}
 	for _, ifname := range []string{cfg.ClientIface, cfg.ServerIface} {
 		changed, err := capture.DisableOffloads(ifname)
 		if err != nil {
@@ -311,11 +318,7 @@ func (g *Gateway) drain(side int, now int64) int {
 }
 
 func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
-	if side == 0 {
-		g.clientRx++
-	} else {
-		g.serverRx++
-	}
+	g.received(side, fr)
 	if fr.WireLen > len(fr.Data) {
 		g.loopDrops[dropOversized]++
 		return
@@ -365,6 +368,8 @@ func (g *Gateway) flush() {
 		f[12], f[13] = 0x08, 0x00
 		if err := tx.Send(f); err != nil {
 			g.loopDrops[dropTxError]++
+		} else {
+			g.sent(o.Side, f)
 		}
 	}
 	g.out.Reset()

@@ -60,6 +60,7 @@ func (g *Gateway) carryOut(act failover.Action, tr failover.Transition, now int6
 		}
 		if !tr.FirstMiss.IsZero() && !act.Manual {
 			g.last.DetectedMS = ms(tr.At.Sub(tr.FirstMiss))
+			g.detection.Observe(tr.At.Sub(tr.FirstMiss))
 		}
 		g.log.Warn("failover", "action", act.Kind.String(), "failed", g.names[failed], "cause", act.Cause,
 			"flows_moved", rec.FlowsMoved, "flows_reset", rec.FlowsReset, "flows_unprotected", rec.FlowsAlone,

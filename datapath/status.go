@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"understudy/failover"
+	"understudy/pcaptap"
 	"understudy/rewrite"
 	"understudy/tcpstate"
 )
@@ -30,6 +31,36 @@ type Status struct {
 	Failovers    uint64              `json:"failovers"`
 	Detection    failover.Snapshot   `json:"detection"`
 	History      []failover.Action   `json:"role_history"`
+	// Traffic counts the frames received (in) and sent (out) per leg.
+	Traffic []TrafficCount `json:"traffic"`
+	Latency LatencyStatus  `json:"latency"`
+	Pcap    *pcaptap.Stats `json:"pcap,omitempty"`
+}
+
+// LatencyStatus holds the latency histograms.
+type LatencyStatus struct {
+	// Detection: first missed probe to the decision, per server failure
+	// the probes or the flows detected (not manual failovers).
+	Detection HistogramStatus `json:"detection"`
+	// ClientStall: per flow moved by a takeover while its client waited,
+	// how long until the client got its next frame.
+	ClientStall HistogramStatus `json:"client_stall"`
+}
+
+// HistogramStatus is a latency histogram in seconds, buckets cumulative.
+type HistogramStatus struct {
+	Bounds     []float64 `json:"bounds_seconds"`
+	Cumulative []uint64  `json:"cumulative"`
+	Count      uint64    `json:"count"`
+	SumSeconds float64   `json:"sum_seconds"`
+}
+
+func histogramStatus(h *tcpstate.Histogram) HistogramStatus {
+	hs := HistogramStatus{Cumulative: h.Cumulative(), Count: h.Count, SumSeconds: h.Sum.Seconds()}
+	for _, b := range tcpstate.LatencyBounds {
+		hs.Bounds = append(hs.Bounds, b.Seconds())
+	}
+	return hs
 }
 
 // ServiceStatus is one protected VIP:port.
@@ -124,7 +155,14 @@ func (g *Gateway) Status() Status {
 	}
 	drained := g.drained
 	s.NewFlows = g.newFlows()
+	s.Traffic = g.traffic.status()
+	s.Latency.Detection = histogramStatus(&g.detection)
+	s.Latency.ClientStall = histogramStatus(&g.table.Stats.Stalls)
 	g.mu.Unlock()
+	if g.cfg.Pcap != nil {
+		ps := g.cfg.Pcap.Stats()
+		s.Pcap = &ps
+	}
 
 	for _, sv := range g.cfg.Services {
 		s.Services = append(s.Services, ServiceStatus{VIP: netip.AddrFrom4(sv.VIP).String(), Port: sv.Port})
@@ -136,9 +174,11 @@ func (g *Gateway) Status() Status {
 	}
 	s.Detection = g.mon.Snapshot()
 	s.History = g.arb.History()
-	s.KernelBypass.Installed = g.bypass != nil
 	if g.bypass != nil {
 		c, err := g.bypass.Counters()
+		// Installed means in place now: a table someone deleted (nft
+		// flush ruleset) cannot be read.
+		s.KernelBypass.Installed = err == nil
 		if err != nil {
 			s.KernelBypass.Error = err.Error()
 		}

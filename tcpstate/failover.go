@@ -1,6 +1,10 @@
 package tcpstate
 
-import "understudy/rewrite"
+import (
+	"time"
+
+	"understudy/rewrite"
+)
 
 // Work a flow still owes after a takeover, done by Tick as output room allows.
 const (
@@ -304,6 +308,7 @@ func (t *Table) noteStall(f *Flow) {
 	}
 	stall := t.now - f.stallFrom
 	f.stallFrom = 0
+	t.Stats.Stalls.Observe(time.Duration(stall))
 	t.last.StallFlows++
 	if stall > t.last.MaxStall {
 		t.last.MaxStall = stall

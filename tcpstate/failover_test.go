@@ -97,6 +97,10 @@ func TestTakeoverMidReply(t *testing.T) {
 			if rec, _ := b.tab.LastFailover(); rec.StallFlows != 1 || rec.MaxStall != 30e6 {
 				t.Fatalf("stall record %+v, want one flow stalled 30ms", rec)
 			}
+			// 30ms falls in the 50ms bucket, not the 20ms one.
+			if h := b.tab.Stats.Stalls; h.Count != 1 || h.Sum != 30e6 || h.Cumulative()[4] != 0 || h.Cumulative()[5] != 1 {
+				t.Fatalf("stall histogram %+v, want one 30ms stall", h)
+			}
 		})
 	}
 }

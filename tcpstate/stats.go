@@ -84,6 +84,9 @@ func (d Drop) String() string { return dropNames[d] }
 type Stats struct {
 	Counters [NumCounters]uint64
 	Drops    [NumDrops]uint64
+	// Stalls holds, per flow moved by a takeover while its client waited,
+	// how long the client waited for its next frame.
+	Stalls Histogram
 }
 
 // Map returns the counters by name, for status output.

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"understudy/datapath"
 )
@@ -174,4 +178,121 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return true
+}
+
+// TestOperateMetricsAndPcap: a download through the gateway, the primary
+// killed in its middle; the metrics scraped over HTTP then show the
+// failover, its detection and stall, traffic on every leg, and the
+// kernel-bypass state; the --pcap files, read back with gopacket, hold
+// both directions on both sides, rotated by size.
+func TestOperateMetricsAndPcap(t *testing.T) {
+	b := upFailover(t)
+	const addr = "127.0.0.1:9410"
+	pcap := filepath.Join(b.Dir, "gw.pcap")
+	gw := b.StartGateway(append(failoverArgs, "--metrics", addr, "--pcap", pcap, "--pcap-max-bytes", "8M", "--pcap-keep", "2")...)
+	if err := b.WaitServerState(Bak, "standby", "up", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	run := b.Background(func() (*Transfer, error) {
+		return b.Download("/big.bin", "--limit-rate", "40M", "--max-time", "30")
+	})
+	time.Sleep(faultAt)
+	b.KillServer(Pri)
+	tr, err := run.Wait()
+	if err != nil || tr.SHA256 != b.SHA256("big.bin") {
+		t.Fatalf("download across the failover: %v (%+v)", err, tr)
+	}
+	if err := b.WaitServerState(Bak, "active", "up", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.ScrapeMetrics(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name   string
+		labels []string
+		ok     func(float64) bool
+		want   string
+	}{
+		{"understudy_failovers_total", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"understudy_failover_detection_seconds", nil, func(v float64) bool { return v >= 1 }, "count >= 1"},
+		{"understudy_client_stall_seconds", nil, func(v float64) bool { return v >= 1 }, "count >= 1"},
+		{"understudy_events_total", []string{"event=takeovers"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"understudy_server_up", []string{"server=primary"}, func(v float64) bool { return v == 0 }, "0"},
+		{"understudy_server_up", []string{"server=backup"}, func(v float64) bool { return v == 1 }, "1"},
+		{"understudy_server_active", []string{"server=backup"}, func(v float64) bool { return v == 1 }, "1"},
+		{"understudy_server_active", []string{"server=primary"}, func(v float64) bool { return v == 0 }, "0"},
+		{"understudy_bytes_total", []string{"direction=out", "leg=client"}, func(v float64) bool { return v > 64<<20 }, "> 64 MiB"},
+		{"understudy_bytes_total", []string{"direction=in", "leg=primary"}, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_bytes_total", []string{"direction=in", "leg=backup"}, func(v float64) bool { return v > 64<<20 }, "> 64 MiB"},
+		{"understudy_packets_total", []string{"direction=in", "leg=client"}, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_packets_total", []string{"direction=out", "leg=primary"}, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_packets_total", []string{"direction=out", "leg=backup"}, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_probes_total", []string{"server=backup", "result=ok"}, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_probes_total", []string{"server=primary", "result=failed"}, func(v float64) bool { return v > 0 }, "> 0 (refused after the kill)"},
+		{"understudy_flows_unprotected", []string{"reason=took_over"}, func(v float64) bool { return v == 1 }, "1"},
+		{"understudy_kernel_bypass_installed", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"understudy_kernel_bypass_dropped_packets_total", []string{"side=client"}, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_kernel_forwarded_packets_total", nil, func(v float64) bool { return v == 0 }, "0"},
+		{"understudy_divergences_total", nil, func(v float64) bool { return v == 0 }, "0"},
+		{"understudy_pcap_frames_total", nil, func(v float64) bool { return v > 0 }, "> 0"},
+		{"understudy_pcap_rotations_total", nil, func(v float64) bool { return v >= 2 }, ">= 2"},
+	}
+	for _, c := range checks {
+		v, ok := m.Value(c.name, c.labels...)
+		if !ok || !c.ok(v) {
+			t.Errorf("%s%v = %v (present %v), want %s", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if d, _ := m.Value("understudy_pcap_dropped_frames_total"); d > 0 {
+		t.Logf("pcap dropped %v frames (its buffer was full)", d)
+	}
+
+	// Stopping the gateway flushes the capture.
+	if err := gw.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{pcap, pcap + ".1", pcap + ".2"}
+	if _, err := os.Stat(pcap + ".3"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s.3 exists with --pcap-keep 2 (%v)", pcap, err)
+	}
+	var all Packets
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > 8<<20 {
+			t.Errorf("%s: %d bytes, over --pcap-max-bytes 8M", f, fi.Size())
+		}
+		ps, err := ReadPcapFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ps...)
+	}
+	in, out := all.Direction(layers.LinuxSLLPacketTypeHost), all.Direction(layers.LinuxSLLPacketTypeOutgoing)
+	if len(in)+len(out) != len(all) {
+		t.Errorf("%d frames neither in nor out", len(all)-len(in)-len(out))
+	}
+	// The oldest files were rotated away: the handshake may be gone, the
+	// reply's end (from the backup, after the takeover) is there.
+	sides := []struct {
+		name string
+		ps   Packets
+	}{
+		{"received from the client", in.From(ClientIP).To(VIP)},
+		{"received from the backup", in.From(BackupIP).To(ClientIP)},
+		{"sent to the client", out.From(VIP).To(ClientIP)},
+		{"sent to the backup", out.From(ClientIP).To(BackupIP)},
+	}
+	for _, s := range sides {
+		if len(s.ps.TCP()) == 0 {
+			t.Errorf("no frames %s in the pcap (%d in, %d out)", s.name, len(in), len(out))
+		}
+	}
+	if fins := out.From(VIP).To(ClientIP).Filter(func(p gopacket.Packet) bool { tcp := TCP(p); return tcp != nil && tcp.FIN }); len(fins) == 0 {
+		t.Errorf("the reply's FIN to the client is not in the newest capture")
+	}
 }

@@ -26,6 +26,9 @@ type fileConfig struct {
 	Control     string          `yaml:"control"`
 	LogFormat   string          `yaml:"log_format"`
 	Metrics     string          `yaml:"metrics"`
+	Pcap        string          `yaml:"pcap"`
+	PcapMax     string          `yaml:"pcap_max_bytes"`
+	PcapKeep    string          `yaml:"pcap_keep"`
 	Probe       probeConfig     `yaml:"probe"`
 }
 
@@ -45,7 +48,7 @@ type probeConfig struct {
 // allowedKeys names the keys each section of the file accepts, for the
 // message about an unknown one.
 var allowedKeys = map[string]string{
-	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, probe",
+	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, pcap, pcap_max_bytes, pcap_keep, probe",
 	"serviceConfig": "vip, port",
 	"probeConfig":   "interval, timeout, misses, rise, http",
 }
@@ -121,4 +124,29 @@ func fileInt(key, s string) (int, error) {
 		return 0, usagef("%s %q: use a whole number", key, s)
 	}
 	return n, nil
+}
+
+// parseSize reads a byte count: a whole number with an optional K, M or G
+// (powers of 1024), as in 100M.
+func parseSize(s string) (int64, bool) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		}
+		if mult > 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > (1<<50)/mult {
+		return 0, false
+	}
+	return v * mult, true
 }

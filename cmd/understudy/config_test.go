@@ -122,6 +122,12 @@ func TestConfigErrors(t *testing.T) {
 		{"probe http", baseYAML + "probe:\n  http: health\n", `probe.http "health": give a path starting with /`},
 		{"log format", baseYAML + "log_format: xml\n", `log_format "xml": use text or json`},
 		{"metrics", baseYAML + "metrics: 9410\n", `metrics "9410": give host:port or :port`},
+		{"pcap dir", baseYAML + "pcap: /nonexistent/dir/x.pcap\n", "pcap /nonexistent/dir/x.pcap: directory /nonexistent/dir does not exist; create it or pick another file"},
+		{"pcap is a dir", baseYAML + "pcap: /tmp\n", "pcap /tmp is a directory: give a file name"},
+		{"pcap size small", baseYAML + "pcap_max_bytes: 1000\n", `pcap_max_bytes "1000": use a size from 64K to 1024G (example: 100M)`},
+		{"pcap size word", baseYAML + "pcap_max_bytes: lots\n", `pcap_max_bytes "lots": use a size from 64K to 1024G`},
+		{"pcap keep", baseYAML + "pcap_keep: -1\n", "pcap_keep -1: use a count from 0 to 1000"},
+		{"pcap keep word", baseYAML + "pcap_keep: all\n", `pcap_keep "all": use a whole number`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,5 +170,58 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "services 203.0.113.10:80,203.0.113.10:443,203.0.113.11:8080") {
 		t.Errorf("summary %q", stdout.String())
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"65536", 65536, true}, {"64K", 64 << 10, true}, {"100M", 100 << 20, true}, {"2g", 2 << 30, true},
+		{" 7M ", 7 << 20, true}, {"", 0, false}, {"M", 0, false}, {"-1M", 0, false}, {"1.5G", 0, false},
+		{"10MB", 0, false}, {"99999999999G", 0, false},
+	}
+	for _, tc := range cases {
+		if got, ok := parseSize(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("parseSize(%q) = %d %v, want %d %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestPcapSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gw.pcap")
+	cases := []struct {
+		name string
+		yaml string
+		args []string
+		want string // in check's summary
+		path string
+		max  int64
+		keep int // pcaptap.Config.Keep: -1 keeps none
+	}{
+		{"off by default", baseYAML, nil, "pcap off", "", 100 << 20, 4},
+		{"file", baseYAML + "pcap: " + file + "\npcap_max_bytes: 10M\npcap_keep: 2\n", nil,
+			"pcap " + file + " (rotated at 10485760 bytes, 2 kept)", file, 10 << 20, 2},
+		{"flags override", baseYAML + "pcap: " + file + "\npcap_keep: 2\n", []string{"--pcap-keep", "0", "--pcap-max-bytes", "64K"},
+			"pcap " + file + " (rotated at 65536 bytes, 0 kept)", file, 64 << 10, -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := checkConfig(t, tc.yaml, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, _ := f.gatewayConfig()
+			if sum := checkSummary(f, &c); !strings.Contains(sum, tc.want) {
+				t.Errorf("summary %q, want %q in it", sum, tc.want)
+			}
+			pc := f.pcapConfig()
+			if pc.Path != tc.path || pc.MaxBytes != tc.max || pc.Keep != tc.keep {
+				t.Errorf("pcap config %+v", pc)
+			}
+		})
 	}
 }

@@ -12,16 +12,19 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"understudy/datapath"
 	"understudy/failover"
+	"understudy/pcaptap"
 	"understudy/tcpstate"
 )
 
@@ -40,6 +43,8 @@ type runFlags struct {
 	probeMisses, probeRise   int
 	probeTimeout             time.Duration
 	probeHTTP                string
+	pcap, pcapMax            string
+	pcapKeep                 int
 
 	services []serviceSpec
 	// names maps a flag to the file key its value came from, so that an
@@ -79,6 +84,9 @@ func parseGatewayFlags(cmd string, args []string, stderr io.Writer) (*runFlags, 
 	fs.IntVar(&f.probeMisses, "probe-misses", failover.DefaultMisses, "consecutive failed probes that declare a server down")
 	fs.IntVar(&f.probeRise, "probe-rise", failover.DefaultRise, "consecutive good probes that bring a failed server back as standby")
 	fs.StringVar(&f.probeHTTP, "probe-http", "", "probe with an HTTP GET of this path instead of a TCP connect (detects hung servers)")
+	fs.StringVar(&f.pcap, "pcap", "", "write every frame received and sent to this pcap file (read it with tcpdump -enr FILE: In/Out marks the direction)")
+	fs.StringVar(&f.pcapMax, "pcap-max-bytes", "100M", "rotate the pcap file before it grows past this size (K, M, G suffixes)")
+	fs.IntVar(&f.pcapKeep, "pcap-keep", pcaptap.DefaultKeep, "rotated pcap files to keep (FILE.1 ... FILE.N)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -147,6 +155,8 @@ func (f *runFlags) applyFile(fc *fileConfig, set map[string]bool) error {
 		{"log-format", "log_format", &f.logFormat, fc.LogFormat},
 		{"metrics", "metrics", &f.metrics, fc.Metrics},
 		{"probe-http", "probe.http", &f.probeHTTP, fc.Probe.HTTP},
+		{"pcap", "pcap", &f.pcap, fc.Pcap},
+		{"pcap-max-bytes", "pcap_max_bytes", &f.pcapMax, fc.PcapMax},
 	}
 	for _, s := range strs {
 		if !set[s.flag] && s.val != "" {
@@ -180,6 +190,7 @@ func (f *runFlags) applyFile(fc *fileConfig, set map[string]bool) error {
 	}{
 		{"probe-misses", "probe.misses", &f.probeMisses, fc.Probe.Misses},
 		{"probe-rise", "probe.rise", &f.probeRise, fc.Probe.Rise},
+		{"pcap-keep", "pcap_keep", &f.pcapKeep, fc.PcapKeep},
 	}
 	for _, n := range ints {
 		if set[n.flag] || n.val == "" {
@@ -306,9 +317,52 @@ func (f *runFlags) validate() (datapath.Config, error) {
 			return c, usagef("%s %q: give host:port or :port (example: 127.0.0.1:9410)", f.name("--metrics"), f.metrics)
 		}
 	}
+	if err := f.validatePcap(); err != nil {
+		return c, err
+	}
 	c.ClientIface, c.ServerIface = f.clientIface, f.serverIface
 	c.VerifyChecksums = true
 	return c, nil
+}
+
+// Bounds of the pcap settings: a file must hold a useful capture, and the
+// files together must not fill a disk by surprise.
+const (
+	minPcapBytes = 64 << 10
+	maxPcapBytes = 1 << 40
+	maxPcapKeep  = 1000
+)
+
+// validatePcap checks the pcap settings; the file's directory must exist.
+func (f *runFlags) validatePcap() error {
+	n, ok := parseSize(f.pcapMax)
+	if !ok || n < minPcapBytes || n > maxPcapBytes {
+		return usagef("%s %q: use a size from 64K to 1024G (example: 100M)", f.name("--pcap-max-bytes"), f.pcapMax)
+	}
+	if f.pcapKeep < 0 || f.pcapKeep > maxPcapKeep {
+		return usagef("%s %d: use a count from 0 to %d", f.name("--pcap-keep"), f.pcapKeep, maxPcapKeep)
+	}
+	if f.pcap == "" {
+		return nil
+	}
+	dir := filepath.Dir(f.pcap)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usagef("%s %s: directory %s does not exist; create it or pick another file", f.name("--pcap"), f.pcap, dir)
+	}
+	if fi, err := os.Stat(f.pcap); err == nil && fi.IsDir() {
+		return usagef("%s %s is a directory: give a file name", f.name("--pcap"), f.pcap)
+	}
+	return nil
+}
+
+// pcapConfig is the tap configuration of validated settings.
+func (f *runFlags) pcapConfig() pcaptap.Config {
+	n, _ := parseSize(f.pcapMax)
+	keep := f.pcapKeep
+	if keep == 0 {
+		keep = -1 // pcaptap: none kept
+	}
+	return pcaptap.Config{Path: f.pcap, MaxBytes: n, Keep: keep}
 }
 
 // fileKey is a flag's key in the configuration file.
@@ -392,6 +446,21 @@ func cmdRun(args []string, stderr io.Writer) error {
 	log := slog.New(h)
 	cfg.Log = log
 
+	if f.pcap != "" {
+		tap, err := pcaptap.Open(f.pcapConfig())
+		if err != nil {
+			return fmt.Errorf("run: %s: %w", f.name("--pcap"), err)
+		}
+		cfg.Pcap = tap
+		// Closed after the gateway (deferred first): the loop has stopped
+		// handing it frames by then.
+		defer func() {
+			if err := tap.Close(); err != nil {
+				log.Error("close pcap", "err", err)
+			}
+		}()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -414,7 +483,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		defer ms.Close()
 	}
 	log.Info("understudy running", "client_iface", cfg.ClientIface, "server_iface", cfg.ServerIface,
-		"services", serviceList(cfg.Services), "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control, "metrics", f.metrics)
+		"services", serviceList(cfg.Services), "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control, "metrics", f.metrics, "pcap", f.pcap)
 	err = gw.Run(ctx)
 	st := gw.Status()
 	log.Info("understudy stopping", "flows", st.Flows.Total, "protected", st.Flows.Protected)
@@ -461,15 +530,21 @@ func checkSummary(f *runFlags, c *datapath.Config) string {
 	if f.metrics != "" {
 		metrics = f.metrics
 	}
-	return fmt.Sprintf("OK: clients on %s, servers on %s; services %s; primary %s, backup %s; probe %s every %v (timeout %v, down after %d misses, up after %d); control %s; metrics %s; log %s",
+	pcap := "off"
+	if f.pcap != "" {
+		pc := f.pcapConfig()
+		pcap = fmt.Sprintf("%s (rotated at %d bytes, %d kept)", f.pcap, pc.MaxBytes, f.pcapKeep)
+	}
+	return fmt.Sprintf("OK: clients on %s, servers on %s; services %s; primary %s, backup %s; probe %s every %v (timeout %v, down after %d misses, up after %d); control %s; metrics %s; pcap %s; log %s",
 		c.ClientIface, c.ServerIface, serviceList(c.Services), c.Primary, c.Backup, probe, c.Probe.Interval, timeout,
-		c.Probe.Misses, c.Probe.Rise, f.control, metrics, f.logFormat)
+		c.Probe.Misses, c.Probe.Rise, f.control, metrics, pcap, f.logFormat)
 }
 
 // serveMetrics serves the gateway's Prometheus metrics on ln at /metrics.
 func serveMetrics(ln net.Listener, gw *datapath.Gateway) *http.Server {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(datapath.NewCollector(gw))
+	reg.MustRegister(datapath.NewCollector(gw), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
