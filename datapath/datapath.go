@@ -93,6 +93,7 @@ type Gateway struct {
 	evidenceSeen uint64
 	drained      [2]bool // servers taken out of new flows by the operator
 	detection    tcpstate.Histogram
+	logLimit     limiter // per-flow and per-packet log lines
 }
 
 func addr4(a netip.Addr) [4]byte { return a.As4() }
@@ -105,7 +106,7 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		cfg.Log = slog.Default()
 	}
 	g = &Gateway{cfg: cfg, log: cfg.Log, start: time.Now(), offloadChanged: map[string][]string{},
-		learned: map[[4]byte][6]byte{}}
+		learned: map[[4]byte][6]byte{}, logLimit: newLimiter(logRate, logBurst)}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -129,6 +130,10 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	own, err := localAddrs()
 	if err != nil {
 		return nil, err
+	}
+	if stale, err := capture.BypassPresent(); err == nil && stale {
+		g.log.Warn("replacing the kernel-bypass tables an earlier run left (it did not stop cleanly)",
+			"tables", capture.BypassTable+", "+capture.WatchTable)
 	}
 	g.bypass, err = capture.InstallBypass(capture.BypassConfig{
 		ClientIface: cfg.ClientIface, ServerIface: cfg.ServerIface,
@@ -291,6 +296,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		for i := range g.lastData {
 			g.lastData[i].Store(g.table.LastData(i))
 		}
+		g.logEvents(now)
 		g.mu.Unlock()
 	}
 	return nil
@@ -360,6 +366,7 @@ func (g *Gateway) flush() {
 		}
 		if !ok {
 			g.loopDrops[dropNoNeighbor]++
+			g.frameLine(o.Side, f, "frame dropped: next hop's MAC not resolved yet", "next_hop", netip.AddrFrom4(dst))
 			continue
 		}
 		src := tx.MAC()
@@ -368,6 +375,7 @@ func (g *Gateway) flush() {
 		f[12], f[13] = 0x08, 0x00
 		if err := tx.Send(f); err != nil {
 			g.loopDrops[dropTxError]++
+			g.frameLine(o.Side, f, "frame dropped: the kernel refused it", "err", err)
 		} else {
 			g.sent(o.Side, f)
 		}

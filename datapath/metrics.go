@@ -21,7 +21,7 @@ type Collector struct {
 	failovers, detection, stall, divergences, probes, probeDuration,
 	serverUp, serverActive, serverDrained, serverFlows,
 	bypass, bypassDropped, kernelForwarded, ringDrops,
-	pcapFrames, pcapDropped, pcapRotations, pcapErrors *prometheus.Desc
+	pcapFrames, pcapDropped, pcapRotations, pcapErrors, logSuppressed *prometheus.Desc
 }
 
 func (c *Collector) desc(name, help string, labels ...string) *prometheus.Desc {
@@ -58,6 +58,7 @@ func NewCollector(src StatusSource) *Collector {
 	c.pcapDropped = c.desc("understudy_pcap_dropped_frames_total", "Frames not written to the --pcap file: its buffer was full or no file was open.")
 	c.pcapRotations = c.desc("understudy_pcap_rotations_total", "Rotations of the --pcap file.")
 	c.pcapErrors = c.desc("understudy_pcap_errors_total", "Failed writes, opens and renames of the --pcap file.")
+	c.logSuppressed = c.desc("understudy_log_lines_suppressed_total", "Per-flow and per-packet log lines the rate limit refused.")
 	return c
 }
 
@@ -128,6 +129,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bypassDropped, kb.ServerDropped, "server")
 	counter(c.kernelForwarded, kb.KernelForwarded)
 	counter(c.ringDrops, kb.RingDrops)
+	counter(c.logSuppressed, st.LogSuppressed)
 	if p := st.Pcap; p != nil {
 		counter(c.pcapFrames, p.Frames)
 		counter(c.pcapDropped, p.Dropped)

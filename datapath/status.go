@@ -35,6 +35,9 @@ type Status struct {
 	Traffic []TrafficCount `json:"traffic"`
 	Latency LatencyStatus  `json:"latency"`
 	Pcap    *pcaptap.Stats `json:"pcap,omitempty"`
+	// LogSuppressed counts per-flow and per-packet log lines the rate
+	// limit refused.
+	LogSuppressed uint64 `json:"log_lines_suppressed"`
 }
 
 // LatencyStatus holds the latency histograms.
@@ -158,6 +161,7 @@ func (g *Gateway) Status() Status {
 	s.Traffic = g.traffic.status()
 	s.Latency.Detection = histogramStatus(&g.detection)
 	s.Latency.ClientStall = histogramStatus(&g.table.Stats.Stalls)
+	s.LogSuppressed = g.logLimit.total
 	g.mu.Unlock()
 	if g.cfg.Pcap != nil {
 		ps := g.cfg.Pcap.Stats()

@@ -95,9 +95,12 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	f.legs[failed].up = false
 	t.kick(f, kickFence0<<failed)
 	if !ol.up || f.prot != Protected || f.cmp.diverged() {
+		why := "no_shadow"
 		if f.cmp.diverged() {
 			t.count(Divergences)
+			why = "diverged"
 		}
+		t.note(f, EventReset, why, f.legs[failed].server)
 		t.resetFlow(f)
 		return
 	}
@@ -108,6 +111,7 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 		f.cmp.splice = f.legs[f.vis].offset(f.nxtSent)
 	}
 	f.prot, f.why = Unprotected, "took_over"
+	t.note(f, EventTakeover, "", f.legs[failed].server)
 	f.takenOver = true
 	t.count(Takeovers)
 	t.last.FlowsMoved++
@@ -172,6 +176,7 @@ func (t *Table) shadowLost(f *Flow, i uint8, why string) {
 	if f.prot == Protected {
 		f.prot, f.why = Unprotected, why
 		t.count(FlowsUnprotected)
+		t.note(f, EventUnprotected, why, f.legs[i].server)
 	}
 	t.dropReplay(f)
 	if !f.synAckSent {

@@ -97,6 +97,7 @@ type Table struct {
 	freeChunks  []*chunk
 	replayBytes int
 	lastData    [2]int64 // when each server last sent application data
+	events      events
 }
 
 // LastData returns when server last sent application data (0: never): a
@@ -1028,6 +1029,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	if f.prot == Protected {
 		f.prot, f.why = Unprotected, "backup_rst"
 		t.count(FlowsUnprotected)
+		t.note(f, EventUnprotected, "backup_rst", l.server)
 	}
 	if live := &f.legs[f.live]; live.rst && out.room(1) {
 		// Both servers reset the connection: so may the client's.

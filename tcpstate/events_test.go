@@ -1,0 +1,69 @@
+package tcpstate
+
+import (
+	"bytes"
+	"testing"
+
+	"understudy/rewrite"
+)
+
+// TestFlowEvents: the changes of a flow's life worth a log line are
+// recorded with its key, in order, and read once.
+func TestFlowEvents(t *testing.T) {
+	reply := bytes.Repeat([]byte("0123456789"), 400)
+	cases := []struct {
+		name string
+		act  func(b *bed)
+		want []FlowEvent // Key filled in below
+	}{
+		{"primary fails", func(b *bed) { b.tab.ServerDown(b.now, 0, "probe") },
+			[]FlowEvent{{Kind: EventTakeover, Server: 0}}},
+		{"backup fails", func(b *bed) { b.tab.ServerDown(b.now, 1, "probe") },
+			[]FlowEvent{{Kind: EventUnprotected, Why: "standby_failed", Server: 1}}},
+		{"backup fails, then the primary", func(b *bed) {
+			b.tab.ServerDown(b.now, 1, "probe")
+			b.tab.ServerDown(b.now, 0, "probe")
+		}, []FlowEvent{{Kind: EventUnprotected, Why: "standby_failed", Server: 1}, {Kind: EventReset, Why: "no_shadow", Server: 0}}},
+		{"backup resets", func(b *bed) {
+			b.feed(false, b.fromServer(backupIP, b.bISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
+		}, []FlowEvent{{Kind: EventUnprotected, Why: "backup_rst", Server: 1}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := midReply(t, isns[0], reply, 1000)
+			if lost := b.tab.DrainEvents(func(ev FlowEvent) { t.Fatalf("event before any change: %+v", ev) }); lost != 0 {
+				t.Fatalf("%d lost", lost)
+			}
+			tc.act(b)
+			var got []FlowEvent
+			b.tab.DrainEvents(func(ev FlowEvent) { got = append(got, ev) })
+			if len(got) != len(tc.want) {
+				t.Fatalf("events %+v, want %+v", got, tc.want)
+			}
+			for i, w := range tc.want {
+				w.Key = b.flow().Key()
+				if got[i] != w {
+					t.Errorf("event %d: %+v, want %+v", i, got[i], w)
+				}
+			}
+			if n := b.tab.DrainEvents(func(ev FlowEvent) { t.Errorf("read twice: %+v", ev) }); n != 0 {
+				t.Errorf("%d lost", n)
+			}
+		})
+	}
+}
+
+func TestFlowEventsBounded(t *testing.T) {
+	tab := New(Config{})
+	f := &Flow{key: Key{CPort: 1}}
+	for i := 0; i < maxEvents+5; i++ {
+		tab.note(f, EventTakeover, "", 0)
+	}
+	n := 0
+	if lost := tab.DrainEvents(func(FlowEvent) { n++ }); lost != 5 || n != maxEvents {
+		t.Fatalf("read %d, lost %d; want %d and 5", n, lost, maxEvents)
+	}
+	if a := testing.AllocsPerRun(100, func() { tab.note(f, EventReset, "diverged", 1); tab.DrainEvents(func(FlowEvent) {}) }); a != 0 {
+		t.Fatalf("events allocate %v times", a)
+	}
+}
