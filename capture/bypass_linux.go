@@ -239,3 +239,23 @@ func uniqPorts(in []uint16) []uint16 {
 	}
 	return out
 }
+
+// BypassPresent reports whether either of the gateway's tables exists.
+// Checked before InstallBypass, it tells that a run ended without removing
+// them (a crash, kill -9): InstallBypass replaces them.
+func BypassPresent() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("capture: list nftables tables: %w", err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return false, fmt.Errorf("capture: list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == BypassTable && t.Family == nftables.TableFamilyNetdev || t.Name == WatchTable && t.Family == nftables.TableFamilyINet {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -37,6 +37,9 @@ func TestBypass(t *testing.T) {
 	inNetns(t, func(t *testing.T, tn testNet) {
 		// Leftovers of a crashed run.
 		run(t, "nft", "add table netdev understudy; add chain netdev understudy stale_chain; add table inet understudy_watch; add chain inet understudy_watch stale_watch")
+		if present, err := BypassPresent(); err != nil || !present {
+			t.Fatalf("BypassPresent with stale tables: %v %v", present, err)
+		}
 
 		r := openRing(t, tn.IfA, tn.IPA, 80, RingConfig{})
 		other := [4]byte{10, 77, 0, 50}
@@ -145,6 +148,9 @@ func TestBypass(t *testing.T) {
 		}
 		if rs := nftRuleset(t); strings.Contains(rs, "understudy") {
 			t.Errorf("tables left after Remove:\n%s", rs)
+		}
+		if present, err := BypassPresent(); err != nil || present {
+			t.Errorf("BypassPresent after Remove: %v %v", present, err)
 		}
 	})
 }

@@ -13,3 +13,6 @@ func (b *Bypass) Counters() (BypassCounters, error) { return BypassCounters{}, E
 
 // Remove returns nil.
 func (b *Bypass) Remove() error { return nil }
+
+// BypassPresent returns ErrUnsupported.
+func BypassPresent() (bool, error) { return false, ErrUnsupported }

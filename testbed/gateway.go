@@ -85,6 +85,16 @@ func (p *Proc) Stop() error {
 	return p.err
 }
 
+// Kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *Proc) Kill() {
+	p.stopOnce.Do(func() {
+		if !p.Exited() {
+			_ = p.Cmd.Process.Kill()
+		}
+	})
+	<-p.done
+}
+
 // LogTail is the last n lines of the process's log.
 func (p *Proc) LogTail(n int) string { return fileTail(p.Log, n) }
 
@@ -106,8 +116,22 @@ func (b *Bed) GatewayArgs() []string {
 // answer. It is stopped in t.Cleanup.
 func (b *Bed) StartGateway(extraArgs ...string) *Proc {
 	b.t.Helper()
+	return b.startGateway(true, extraArgs...)
+}
+
+// RestartGateway is StartGateway as after a crash: what an earlier run left
+// (its control socket, its nftables tables) stays for the new one to find.
+func (b *Bed) RestartGateway(extraArgs ...string) *Proc {
+	b.t.Helper()
+	return b.startGateway(false, extraArgs...)
+}
+
+func (b *Bed) startGateway(clean bool, extraArgs ...string) *Proc {
+	b.t.Helper()
 	bin := binary(b.t, b.Root, "understudy")
-	_ = os.Remove(b.ControlSocket())
+	if clean {
+		_ = os.Remove(b.ControlSocket())
+	}
 	cmd := b.Cmd(b.Gateway(), bin, append(b.GatewayArgs(), extraArgs...)...)
 	p, err := startProc("understudy", cmd, filepath.Join(b.Dir, "gateway.log"))
 	if err != nil {

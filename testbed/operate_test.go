@@ -3,6 +3,7 @@ package testbed
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -245,6 +246,11 @@ func TestOperateMetricsAndPcap(t *testing.T) {
 			t.Errorf("%s%v = %v (present %v), want %s", c.name, c.labels, v, ok, c.want)
 		}
 	}
+	// The flow's takeover is logged with its 4-tuple.
+	if log := string(mustRead(t, filepath.Join(b.Dir, "gateway.log"))); !strings.Contains(log, `msg="flow taken over" client=`+ClientIP+":") ||
+		!strings.Contains(log, "vip="+VIP+":80 failed=primary live=backup") {
+		t.Errorf("no flow line for the takeover in the gateway log:\n%s", log)
+	}
 	if d, _ := m.Value("understudy_pcap_dropped_frames_total"); d > 0 {
 		t.Logf("pcap dropped %v frames (its buffer was full)", d)
 	}
@@ -294,5 +300,118 @@ func TestOperateMetricsAndPcap(t *testing.T) {
 	}
 	if fins := out.From(VIP).To(ClientIP).Filter(func(p gopacket.Packet) bool { tcp := TCP(p); return tcp != nil && tcp.FIN }); len(fins) == 0 {
 		t.Errorf("the reply's FIN to the client is not in the newest capture")
+	}
+}
+
+// nftTables lists the nftables tables of the gateway's namespace.
+func nftTables(t *testing.T, b *Bed) string {
+	t.Helper()
+	out, err := b.Output(b.Gateway(), "nft", "list", "tables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// logSince is the gateway log past offset (a restarted gateway appends).
+func logSince(t *testing.T, b *Bed, offset int) string {
+	t.Helper()
+	data := mustRead(t, filepath.Join(b.Dir, "gateway.log"))
+	return string(data[offset:])
+}
+
+// TestOperateShutdownAndRestart: a second gateway on the same socket stops
+// before touching the first one's tables; after kill -9 the socket and
+// tables stay behind, and a restart replaces them (saying so) and serves;
+// SIGTERM reports the open flows by their 4-tuple and removes the tables
+// and the socket.
+func TestOperateShutdownAndRestart(t *testing.T) {
+	b := upFailover(t)
+	RequireTool(t, "nft")
+	gw := b.StartGateway(failoverArgs...)
+	if err := b.WaitServerState(Bak, "standby", "up", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second gateway with the same control socket refuses to start.
+	second, err := b.Output(b.Gateway(), binary(t, b.Root, "understudy"), append(b.GatewayArgs(), failoverArgs...)...)
+	if err == nil || !strings.Contains(err.Error(), "is in use by a running gateway") {
+		t.Fatalf("second gateway: %v %s", err, second)
+	}
+	if tables := nftTables(t, b); !strings.Contains(tables, "table netdev understudy") {
+		t.Fatalf("the first gateway's tables are gone after the second one's start:\n%s", tables)
+	}
+	if tr, err := b.Download("/1k.bin", "--max-time", "10"); err != nil || tr.SHA256 != b.SHA256("1k.bin") {
+		t.Fatalf("through the first gateway after the second one's attempt: %v", err)
+	}
+
+	// kill -9: the socket and the tables stay behind.
+	gw.Kill()
+	if _, err := os.Stat(b.ControlSocket()); err != nil {
+		t.Fatalf("control socket after kill -9: %v", err)
+	}
+	if tables := nftTables(t, b); !strings.Contains(tables, "table netdev understudy") || !strings.Contains(tables, "table inet understudy_watch") {
+		t.Fatalf("tables after kill -9:\n%s", tables)
+	}
+	if _, err := b.Understudy("status"); err == nil || !strings.Contains(err.Error(), "nothing listens on the socket") {
+		t.Errorf("status against the dead gateway's socket: %v", err)
+	}
+
+	offset := len(mustRead(t, filepath.Join(b.Dir, "gateway.log")))
+	gw = b.RestartGateway(failoverArgs...)
+	log := logSince(t, b, offset)
+	for _, want := range []string{"replaced the control socket an earlier run left", "replacing the kernel-bypass tables an earlier run left"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("restart log lacks %q:\n%s", want, log)
+		}
+	}
+	if tables := nftTables(t, b); strings.Count(tables, "table netdev understudy\n") != 1 || strings.Count(tables, "table inet understudy_watch\n") != 1 {
+		t.Errorf("tables after the restart:\n%s", tables)
+	}
+	if err := b.WaitServerState(Bak, "standby", "up", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := b.Download("/1k.bin", "--max-time", "10"); err != nil || tr.SHA256 != b.SHA256("1k.bin") {
+		t.Fatalf("through the restarted gateway: %v", err)
+	}
+
+	// SIGTERM with a download open: reported, then everything removed.
+	run := b.Background(func() (*Transfer, error) {
+		return b.Download("/big.bin", "--limit-rate", "4M", "--max-time", "8")
+	})
+	var port int
+	if !waitFor(10*time.Second, func() bool {
+		for _, f := range flowsJSON(t, b) {
+			if f.State == "established" && f.ToClient > 0 {
+				fmt.Sscanf(f.Client[strings.LastIndex(f.Client, ":")+1:], "%d", &port)
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no established download in flows: %+v", flowsJSON(t, b))
+	}
+	if err := gw.Stop(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	if !gw.Cmd.ProcessState.Success() {
+		t.Errorf("gateway exit status after SIGTERM: %v", gw.Cmd.ProcessState)
+	}
+	if _, err := os.Stat(b.ControlSocket()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("control socket after SIGTERM: %v", err)
+	}
+	if tables := nftTables(t, b); strings.Contains(tables, "understudy") {
+		t.Errorf("tables after SIGTERM:\n%s", tables)
+	}
+	log = logSince(t, b, offset)
+	flowLine := fmt.Sprintf(`msg="flow open at shutdown" client=%s:%d vip=%s:%d state=established protection=protected`, ClientIP, port, VIP, Port)
+	for _, want := range []string{`msg="understudy stopping: flows at shutdown"`, " open=1 ", flowLine,
+		"kernel-bypass tables removed", "control socket removed", `msg="understudy stopped"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("shutdown log lacks %q:\n%s", want, log)
+		}
+	}
+	if tr, err := run.Wait(); err == nil {
+		t.Logf("the download finished before the gateway stopped (%d bytes)", tr.Bytes)
 	}
 }

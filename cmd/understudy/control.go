@@ -7,9 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -27,9 +27,12 @@ type control struct {
 	srv  *http.Server
 }
 
-// listenControl binds the control socket. A socket left by a crashed run is
-// replaced; one that still answers belongs to a running gateway and is not.
-func listenControl(path string, gw *datapath.Gateway) (*control, error) {
+// bindControl binds the control socket; serve starts answering on it. A
+// socket left by a crashed run is replaced (and logged); one that still
+// answers belongs to a running gateway, and the start stops there, before
+// the host is touched: a second gateway must not replace the first one's
+// kernel-bypass tables.
+func bindControl(path string, log *slog.Logger) (*control, error) {
 	if _, err := os.Stat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 			c.Close()
@@ -38,6 +41,7 @@ func listenControl(path string, gw *datapath.Gateway) (*control, error) {
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("remove stale control socket %s: %w", path, err)
 		}
+		log.Warn("replaced the control socket an earlier run left (nothing answered on it)", "control", path)
 	}
 	// Only root may connect: create the socket with no group or other bits.
 	old := umaskRestrictive()
@@ -50,6 +54,11 @@ func listenControl(path string, gw *datapath.Gateway) (*control, error) {
 		ln.Close()
 		return nil, fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
+	return &control{path: path, ln: ln}, nil
+}
+
+// serve answers the control commands for gw.
+func (c *control) serve(gw *datapath.Gateway) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -79,14 +88,21 @@ func listenControl(path string, gw *datapath.Gateway) (*control, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(res)
 	})
-	c := &control{path: path, ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
-	go c.srv.Serve(ln)
-	return c, nil
+	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go c.srv.Serve(c.ln)
 }
 
+// Close stops answering and removes the socket.
 func (c *control) Close() error {
-	err := c.srv.Close()
-	os.Remove(c.path)
+	var err error
+	if c.srv != nil {
+		err = c.srv.Close()
+	} else {
+		err = c.ln.Close()
+	}
+	if rerr := os.Remove(c.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		err = rerr
+	}
 	return err
 }
 
@@ -267,14 +283,7 @@ func printFlows(w io.Writer, body []byte) error {
 	if err := json.Unmarshal(body, &flows); err != nil {
 		return fmt.Errorf("flows: decode reply: %w", err)
 	}
-	cmp := func(a, b string) int {
-		pa, erra := netip.ParseAddrPort(a)
-		pb, errb := netip.ParseAddrPort(b)
-		if erra != nil || errb != nil {
-			return strings.Compare(a, b)
-		}
-		return pa.Compare(pb)
-	}
+	cmp := compareAddrPort
 	sort.SliceStable(flows, func(i, j int) bool {
 		if c := cmp(flows[i].VIP, flows[j].VIP); c != 0 {
 			return c < 0

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,4 +133,51 @@ func TestDrainRefused(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr.String(), "understudy: drain: cannot drain primary: backup is out of service") || strings.Count(stderr.String(), "\n") != 1 {
 		t.Fatalf("exit %d %q", code, stderr.String())
 	}
+}
+
+func TestBindControl(t *testing.T) {
+	dir := t.TempDir()
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+
+	// Fresh: root-only, removed on Close.
+	path := filepath.Join(dir, "fresh.sock")
+	c, err := bindControl(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket %v mode %v", err, fi.Mode())
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket after Close: %v", err)
+	}
+
+	// Stale: replaced, and said so.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	c, err = bindControl(stale, log)
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	if !strings.Contains(logBuf.String(), "replaced the control socket an earlier run left") {
+		t.Errorf("log: %q", logBuf.String())
+	}
+
+	// In use: refused, and the socket left alone.
+	if _, err := bindControl(stale, log); err == nil || !strings.Contains(err.Error(), "is in use by a running gateway; stop it first or pick another --control") {
+		t.Fatalf("socket in use: %v", err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("the running gateway's socket was removed: %v", err)
+	}
+	c.Close()
 }

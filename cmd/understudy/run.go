@@ -446,6 +446,22 @@ func cmdRun(args []string, stderr io.Writer) error {
 	log := slog.New(h)
 	cfg.Log = log
 
+	// The control socket first: a gateway already running on it stops this
+	// start before the pcap file, the offloads or the bypass tables are
+	// touched.
+	ctl, err := bindControl(f.control, log)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	defer func() {
+		if err := ctl.Close(); err != nil {
+			log.Error("remove control socket", "control", f.control, "err", err)
+		} else {
+			log.Info("control socket removed", "control", f.control)
+		}
+		log.Info("understudy stopped")
+	}()
+
 	if f.pcap != "" {
 		tap, err := pcaptap.Open(f.pcapConfig())
 		if err != nil {
@@ -455,8 +471,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 		// Closed after the gateway (deferred first): the loop has stopped
 		// handing it frames by then.
 		defer func() {
+			st := tap.Stats()
 			if err := tap.Close(); err != nil {
 				log.Error("close pcap", "err", err)
+			} else {
+				log.Info("pcap closed", "file", st.File, "frames", st.Frames, "dropped", st.Dropped)
 			}
 		}()
 	}
@@ -471,13 +490,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 	defer func() {
 		if err := gw.Close(); err != nil {
 			log.Error("close", "err", err)
+		} else {
+			log.Info("kernel-bypass tables removed, capture and transmit sockets closed")
 		}
 	}()
-	ctl, err := listenControl(f.control, gw)
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	defer ctl.Close()
+	ctl.serve(gw)
 	if metricsLn != nil {
 		ms := serveMetrics(metricsLn, gw)
 		defer ms.Close()
@@ -485,8 +502,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	log.Info("understudy running", "client_iface", cfg.ClientIface, "server_iface", cfg.ServerIface,
 		"services", serviceList(cfg.Services), "primary", cfg.Primary, "backup", cfg.Backup, "control", f.control, "metrics", f.metrics, "pcap", f.pcap)
 	err = gw.Run(ctx)
-	st := gw.Status()
-	log.Info("understudy stopping", "flows", st.Flows.Total, "protected", st.Flows.Protected)
+	reportShutdown(log, gw.Status(), gw.Flows(), maxShutdownFlows)
 	return err
 }
 
