@@ -12,7 +12,7 @@ import (
 
 func TestReportShutdown(t *testing.T) {
 	st := datapath.Status{Flows: datapath.FlowCounts{Total: 5, Protected: 2, Unprotected: 3,
-		ByState: map[string]int{"established": 3, "closing": 0, "time_wait": 1, "closed": 1, "syn_sent": 0},
+		ByState:        map[string]int{"established": 3, "closing": 0, "time_wait": 1, "closed": 1, "syn_sent": 0},
 		UnprotectedWhy: map[string]int{"took_over": 2, "drained": 1}}, Failovers: 1}
 	flows := []datapath.FlowInfo{
 		{Client: "198.51.100.9:5000", VIP: "192.0.2.100:80", State: "established", Protection: "protected", Live: "primary", FromClient: 10, ToClient: 20},
