@@ -404,6 +404,14 @@ func TestNewFlowRolesWhy(t *testing.T) {
 					t.Errorf("Uses(%d) = %v, want %v", s, got, want)
 				}
 			}
+			// Counted by the server the SYN went to, not by leg.
+			c := b.tab.Stats.Counters
+			if want := map[bool]uint64{true: 1}[slices.Contains(tc.wantDst, primaryIP)]; c[ToPrimary] != want {
+				t.Errorf("to_primary %d, want %d", c[ToPrimary], want)
+			}
+			if want := map[bool]uint64{true: 1}[slices.Contains(tc.wantDst, backupIP)]; c[ToBackup] != want {
+				t.Errorf("to_backup %d, want %d", c[ToBackup], want)
+			}
 		})
 	}
 }

@@ -8,8 +8,8 @@ const (
 	ClientSegments   Counter = iota // segments received from clients
 	ServerSegments                  // segments received from servers
 	ToClient                        // frames emitted toward clients
-	ToPrimary                       // frames emitted toward the primary leg
-	ToBackup                        // frames emitted toward the backup leg
+	ToPrimary                       // frames emitted toward the primary server
+	ToBackup                        // frames emitted toward the backup server
 	BackupAbsorbed                  // backup segments consumed by gating, not forwarded
 	SynthesizedACKs                 // pure ACKs the gateway built itself
 	AcksClamped                     // client acks lowered to what the backup has sent

@@ -390,7 +390,14 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 	}
 	q.Finish()
 	out.emit(ServerSide, q.Frame())
-	if i == 0 {
+	t.countToServer(l.server)
+}
+
+// countToServer counts a frame emitted toward server (an index into
+// Config.Servers): after a takeover or while one is drained, a flow's leg 0
+// may be the backup.
+func (t *Table) countToServer(server uint8) {
+	if server == 0 {
 		t.count(ToPrimary)
 	} else {
 		t.count(ToBackup)
@@ -941,11 +948,7 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(ServerSide, b[:n])
 	t.count(SynthesizedACKs)
-	if i == 0 {
-		t.count(ToPrimary)
-	} else {
-		t.count(ToBackup)
-	}
+	t.countToServer(l.server)
 }
 
 // resetUnknown answers a segment of a connection the gateway does not know

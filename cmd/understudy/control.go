@@ -220,6 +220,12 @@ func printStatus(w io.Writer, st *datapath.Status) {
 	fmt.Fprintf(w, "drops: %s\n", strings.Join(drops, " "))
 	fmt.Fprintf(w, "kernel bypass: client dropped %d, server dropped %d, kernel forwarded %d\n",
 		st.KernelBypass.ClientDropped, st.KernelBypass.ServerDropped, st.KernelBypass.KernelForwarded)
+	if p := st.Pcap; p != nil {
+		fmt.Fprintf(w, "pcap %s: %d frames written, %d dropped, %d rotations, %d errors\n", p.File, p.Frames, p.Dropped, p.Rotations, p.Errors)
+	}
+	if st.LogSuppressed > 0 {
+		fmt.Fprintf(w, "log lines suppressed by the rate limit: %d\n", st.LogSuppressed)
+	}
 	if l := st.LastFailover; l != nil {
 		fmt.Fprintf(w, "last failover: %s %s failed (%s); detected in %.1f ms; %d flows moved, %d reset, %d unprotected; longest client stall %.1f ms over %d flows\n",
 			l.At.Format(time.RFC3339Nano), l.Server, l.Cause, l.DetectedMS, l.FlowsMoved, l.FlowsReset, l.FlowsAlone, l.MaxStallMS, l.StallFlows)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"understudy/datapath"
+	"understudy/pcaptap"
 )
 
 // Every control command fails in one clear line when no gateway answers:
@@ -180,4 +181,54 @@ func TestBindControl(t *testing.T) {
 		t.Fatalf("the running gateway's socket was removed: %v", err)
 	}
 	c.Close()
+}
+
+func TestPrintStatus(t *testing.T) {
+	base := func() datapath.Status {
+		return datapath.Status{UptimeSeconds: 12, ClientIface: "c0", ServerIface: "s0",
+			Services: []datapath.ServiceStatus{{VIP: "192.0.2.100", Port: 80}},
+			Servers: []datapath.ServerStatus{{Name: "primary", Addr: "10.0.0.10", Role: "active", Health: "up", Flows: 3},
+				{Name: "backup", Addr: "10.0.0.11", Role: "standby", Health: "up", Flows: 2}},
+			NewFlows: datapath.NewFlowRoles{Live: "primary", Shadow: "backup"},
+			Drops:    map[string]uint64{"no_flow": 2, "flow_cap": 0}}
+	}
+	cases := []struct {
+		name   string
+		modify func(*datapath.Status)
+		want   []string
+		absent []string
+	}{
+		{"both serving", func(*datapath.Status) {}, []string{
+			"primary  10.0.0.10       active   up      3 flows\n", "new flows: primary, shadowed by backup\n",
+			"drops: no_flow=2\n", "last failover: none\n"}, []string{"drained", "pcap", "suppressed"}},
+		{"primary drained", func(s *datapath.Status) {
+			s.Servers[0].Drained = true
+			s.NewFlows = datapath.NewFlowRoles{Live: "backup", Why: "drained"}
+		}, []string{"3 flows  drained (3 flows still use it)\n", "new flows: backup only, unprotected (drained)\n"}, nil},
+		{"no server active", func(s *datapath.Status) { s.NewFlows = datapath.NewFlowRoles{} },
+			[]string{"new flows: no server is active\n"}, nil},
+		{"pcap and suppressed lines", func(s *datapath.Status) {
+			s.Pcap = &pcaptap.Stats{File: "/var/log/understudy/u.pcap", Frames: 10, Dropped: 1, Rotations: 2}
+			s.LogSuppressed = 7
+		}, []string{"pcap /var/log/understudy/u.pcap: 10 frames written, 1 dropped, 2 rotations, 0 errors\n",
+			"log lines suppressed by the rate limit: 7\n"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := base()
+			tc.modify(&st)
+			var out bytes.Buffer
+			printStatus(&out, &st)
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("no %q in\n%s", w, out.String())
+				}
+			}
+			for _, a := range tc.absent {
+				if strings.Contains(out.String(), a) {
+					t.Errorf("%q in\n%s", a, out.String())
+				}
+			}
+		})
+	}
 }
