@@ -244,18 +244,33 @@ func uniqPorts(in []uint16) []uint16 {
 // Checked before InstallBypass, it tells that a run ended without removing
 // them (a crash, kill -9): InstallBypass replaces them.
 func BypassPresent() (bool, error) {
+	bypass, watch, err := bypassTables()
+	return bypass || watch, err
+}
+
+// Installed reports whether both tables are in place: someone may have
+// deleted them under the running gateway (nft flush ruleset).
+func (b *Bypass) Installed() (bool, error) {
+	bypass, watch, err := bypassTables()
+	return bypass && watch, err
+}
+
+func bypassTables() (bypass, watch bool, err error) {
 	c, err := nftables.New()
 	if err != nil {
-		return false, fmt.Errorf("capture: list nftables tables: %w", err)
+		return false, false, fmt.Errorf("capture: list nftables tables: %w", err)
 	}
 	tables, err := c.ListTables()
 	if err != nil {
-		return false, fmt.Errorf("capture: list nftables tables: %w", err)
+		return false, false, fmt.Errorf("capture: list nftables tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == BypassTable && t.Family == nftables.TableFamilyNetdev || t.Name == WatchTable && t.Family == nftables.TableFamilyINet {
-			return true, nil
+		switch {
+		case t.Name == BypassTable && t.Family == nftables.TableFamilyNetdev:
+			bypass = true
+		case t.Name == WatchTable && t.Family == nftables.TableFamilyINet:
+			watch = true
 		}
 	}
-	return false, nil
+	return bypass, watch, nil
 }

@@ -130,6 +130,9 @@ func TestBypass(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if in, err := b2.Installed(); err != nil || !in {
+			t.Errorf("Installed after install: %v %v", in, err)
+		}
 		if rs := nftRuleset(t); strings.Contains(rs, "server_ingress") || strings.Count(rs, "table netdev understudy") != 1 {
 			t.Errorf("reinstall did not replace the tables:\n%s", rs)
 		}
@@ -151,6 +154,9 @@ func TestBypass(t *testing.T) {
 		}
 		if present, err := BypassPresent(); err != nil || present {
 			t.Errorf("BypassPresent after Remove: %v %v", present, err)
+		}
+		if in, err := b2.Installed(); err != nil || in {
+			t.Errorf("Installed after Remove: %v %v", in, err)
 		}
 	})
 }

@@ -16,3 +16,6 @@ func (b *Bypass) Remove() error { return nil }
 
 // BypassPresent returns ErrUnsupported.
 func BypassPresent() (bool, error) { return false, ErrUnsupported }
+
+// Installed returns ErrUnsupported.
+func (b *Bypass) Installed() (bool, error) { return false, ErrUnsupported }

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -180,10 +181,11 @@ func (g *Gateway) Status() Status {
 	s.History = g.arb.History()
 	if g.bypass != nil {
 		c, err := g.bypass.Counters()
-		// Installed means in place now: a table someone deleted (nft
-		// flush ruleset) cannot be read.
-		s.KernelBypass.Installed = err == nil
-		if err != nil {
+		// Installed means in place now: someone may have deleted the
+		// tables (nft flush ruleset) under the gateway.
+		in, ierr := g.bypass.Installed()
+		s.KernelBypass.Installed = in && ierr == nil && err == nil
+		if err = errors.Join(err, ierr); err != nil {
 			s.KernelBypass.Error = err.Error()
 		}
 		s.KernelBypass.ClientDropped = c.ClientDropped
