@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build test unit lint demo bench-failover clean fuzz
+.PHONY: all build test unit lint demo bench bench-failover clean fuzz
 
 all: build
 
@@ -29,6 +29,12 @@ lint:
 
 demo: build
 	scripts/demo.sh
+
+# Kernel forwarding, HAProxy and understudy side by side (root; about 12
+# minutes): one table, also under bench/results/. US_BENCH_ROUNDS (5),
+# US_FAILOVERS (21) and US_FLOWS (100000) size it.
+bench: build
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkCompare -benchtime 1x -timeout 40m ./testbed/
 
 # Client stall when the primary fails mid-download (root; about 2 minutes).
 bench-failover: build

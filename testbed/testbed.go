@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,6 +87,8 @@ type Options struct {
 	Huge bool
 	// NoNginx serves everything with usweb even when nginx is installed.
 	NoNginx bool
+	// MaxConns is the connections each nginx may hold (default 4096).
+	MaxConns int
 }
 
 // Bed is one running testbed.
@@ -209,6 +212,9 @@ func Up(t testing.TB, opts Options) *Bed {
 	if opts.NoNginx {
 		args = append(args, "--no-nginx")
 	}
+	if opts.MaxConns > 0 {
+		args = append(args, "--max-conns", strconv.Itoa(opts.MaxConns))
+	}
 	start := time.Now()
 	out, err := b.script(usweb, args...)
 	if err != nil {
@@ -271,7 +277,19 @@ var (
 // process (go's build cache makes that cheap), or taken as is from $US_BIN.
 func binary(t testing.TB, root, name string) string {
 	t.Helper()
-	if dir := os.Getenv("US_BIN"); dir != "" {
+	return build(t, root, name, "./cmd/"+name)
+}
+
+// tool is the path of bin/<name> built from the harness's own package pkg
+// (like binary, but never taken from $US_BIN).
+func (b *Bed) tool(name, pkg string) string {
+	b.t.Helper()
+	return build(b.t, b.Root, name, pkg)
+}
+
+func build(t testing.TB, root, name, pkg string) string {
+	t.Helper()
+	if dir := os.Getenv("US_BIN"); dir != "" && strings.HasPrefix(pkg, "./cmd/") {
 		path := filepath.Join(dir, name)
 		if _, err := os.Stat(path); err != nil {
 			t.Fatalf("US_BIN=%s: %v", dir, err)
@@ -284,10 +302,10 @@ func binary(t testing.TB, root, name string) string {
 	err, done := buildDone[name]
 	if !done {
 		RequireTool(t, "go")
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = root
 		if msg, e := cmd.CombinedOutput(); e != nil {
-			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, e, msg)
+			err = fmt.Errorf("go build %s: %v\n%s", pkg, e, msg)
 		}
 		buildDone[name] = err
 	}

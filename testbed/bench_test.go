@@ -1,0 +1,78 @@
+package testbed
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkCompare is make bench: the host kernel's forwarding, HAProxy in
+// TCP mode and understudy, measured side by side in one bed, interleaved
+// round by round (DESIGN.md §5). It prints one table with understudy's
+// ratios and writes it as markdown and JSON under bench/results/.
+// US_BENCH_ROUNDS, US_FAILOVERS and US_FLOWS shorten or lengthen it.
+//
+//	make bench
+func BenchmarkCompare(b *testing.B) {
+	RequireTool(b, "wrk")
+	RequireTool(b, "haproxy")
+	cfg := BenchConfig{
+		Rounds: envInt("US_BENCH_ROUNDS", 5), BulkFile: "huge.bin",
+		WrkRounds: 3, WrkDuration: 10 * time.Second, LatDuration: 10 * time.Second,
+		Failovers: envInt("US_FAILOVERS", 21), HAProxyFailovers: 3, FailoverFile: "huge.bin",
+		Flows: envInt("US_FLOWS", 100000),
+	}
+	cfg.WrkRounds = min(cfg.WrkRounds, cfg.Rounds)
+	bed := Up(b, Options{Huge: true, MaxConns: cfg.Flows + 4096})
+	rep, errs := bed.RunBench(cfg)
+	for _, err := range errs {
+		b.Error(err)
+	}
+	md := rep.Markdown()
+	b.Logf("make bench:\n%s", md)
+	os.Stdout.WriteString("\n" + md + "\n")
+	path, err := rep.Write(filepath.Join(bed.Root, "bench", "results"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("written to %s and .json", path)
+}
+
+// TestBenchSmoke runs the bench harness once briefly for each system, so
+// make bench does not rot between runs: every figure must come out.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped with -short")
+	}
+	bed := Up(t, Options{Huge: true, MaxConns: 8192})
+	RequireTool(t, "wrk")
+	RequireTool(t, "haproxy")
+	cfg := BenchConfig{
+		Rounds: 1, BulkFile: "big.bin", WrkRounds: 1, WrkDuration: time.Second, LatDuration: time.Second,
+		Failovers: 1, HAProxyFailovers: 1, FailoverFile: "huge.bin", Flows: 2000,
+	}
+	rep, errs := bed.RunBench(cfg)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	t.Logf("\n%s", rep.Markdown())
+	for _, f := range rep.Figures {
+		for _, sys := range Systems {
+			if _, ok := f.Values[sys]; !ok {
+				t.Errorf("%s: no value for %s", f.Name, sys)
+			}
+		}
+	}
+	if _, err := rep.Write(t.TempDir()); err != nil {
+		t.Error(err)
+	}
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
