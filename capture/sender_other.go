@@ -22,3 +22,20 @@ func (s *Sender) Fd() int { return -1 }
 
 // Close does nothing.
 func (s *Sender) Close() error { return nil }
+
+// Batch queues frames for one sender; Linux only.
+type Batch struct{}
+
+// NewBatch returns an empty batch whose frames all fail.
+func (s *Sender) NewBatch(size, frameSize int, report func(frame []byte, err error)) *Batch {
+	return &Batch{}
+}
+
+// Len returns 0.
+func (b *Batch) Len() int { return 0 }
+
+// Add counts the frame as failed.
+func (b *Batch) Add(frame []byte) int { return 1 }
+
+// Flush returns 0.
+func (b *Batch) Flush() int { return 0 }

@@ -63,6 +63,8 @@ type Gateway struct {
 	rings          []*capture.Ring // [client, server]
 	clientTx       *capture.Sender
 	serverTx       *capture.Sender
+	clientBatch    *capture.Batch // frames queued for clientTx
+	serverBatch    *capture.Batch
 	clientNeigh    *capture.Neighbors
 	serverNeigh    *capture.Neighbors
 	bypass         *capture.Bypass
@@ -202,6 +204,11 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	// Room for a full-MTU frame plus the option space Build reserves.
 	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU()) + 64
 	g.out = tcpstate.NewOutput(frame)
+	// A ring batch's output is sent with one sendmmsg per side: room for
+	// the frames a batch of segments usually makes (a data segment makes
+	// one, a client ACK up to three).
+	g.clientBatch = g.clientTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ClientSide, f, err) })
+	g.serverBatch = g.serverTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ServerSide, f, err) })
 	return g, nil
 }
 
@@ -293,6 +300,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 				break
 			}
 		}
+		g.transmit()
 		for i := range g.lastData {
 			g.lastData[i].Store(g.table.LastData(i))
 		}
@@ -314,6 +322,7 @@ func (g *Gateway) drain(side int, now int64) int {
 		g.handle(side, fr, now)
 		r.Release()
 	}
+	g.transmit()
 	if side == 1 && n > 0 {
 		// The monitor's goroutines read these while the loop runs on.
 		for i := range g.lastData {
@@ -345,8 +354,8 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 	g.flush()
 }
 
-// flush sends what tcpstate emitted, each frame with the Ethernet header of
-// its next hop.
+// flush queues what tcpstate emitted for transmit, each frame with the
+// Ethernet header of its next hop.
 func (g *Gateway) flush() {
 	for _, o := range g.out.Frames {
 		f := o.Frame
@@ -356,9 +365,9 @@ func (g *Gateway) flush() {
 		}
 		var dst [4]byte
 		copy(dst[:], f[rewrite.EthLen+16:rewrite.EthLen+20])
-		tx, neigh := g.serverTx, g.serverNeigh
+		tx, neigh, q := g.serverTx, g.serverNeigh, g.serverBatch
 		if o.Side == tcpstate.ClientSide {
-			tx, neigh = g.clientTx, g.clientNeigh
+			tx, neigh, q = g.clientTx, g.clientNeigh, g.clientBatch
 		}
 		mac, ok := neigh.Lookup(dst)
 		if !ok && o.Side == tcpstate.ClientSide {
@@ -373,14 +382,25 @@ func (g *Gateway) flush() {
 		copy(f[0:6], mac[:])
 		copy(f[6:12], src[:])
 		f[12], f[13] = 0x08, 0x00
-		if err := tx.Send(f); err != nil {
-			g.loopDrops[dropTxError]++
-			g.frameLine(o.Side, f, "frame dropped: the kernel refused it", "err", err)
-		} else {
-			g.sent(o.Side, f)
-		}
+		q.Add(f)
 	}
 	g.out.Reset()
+}
+
+// transmit sends the queued frames, one system call per side.
+func (g *Gateway) transmit() {
+	g.clientBatch.Flush()
+	g.serverBatch.Flush()
+}
+
+// txDone counts a frame the kernel took, or the drop of one it refused.
+func (g *Gateway) txDone(side tcpstate.Side, f []byte, err error) {
+	if err != nil {
+		g.loopDrops[dropTxError]++
+		g.frameLine(side, f, "frame dropped: the kernel refused it", "err", err)
+		return
+	}
+	g.sent(side, f)
 }
 
 // maxLearned bounds the learned next hops; the map starts afresh when full.

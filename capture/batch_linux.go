@@ -1,0 +1,99 @@
+package capture
+
+import (
+	"errors"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Batch queues frames for one sender and transmits them with one
+// sendmmsg(2), where Send makes one write(2) per frame: the datapath sends a
+// batch of ring frames' worth of output at a time. The frames are copied in,
+// so the caller's buffers are free again as soon as Add returns. Not safe
+// for concurrent use; zero allocations after NewBatch.
+type Batch struct {
+	s      *Sender
+	bufs   [][]byte
+	msgs   []unix.Mmsghdr
+	iovs   []unix.Iovec
+	n      int
+	report func(frame []byte, err error)
+}
+
+// ErrFrameTooLarge is reported for a frame larger than the batch's frames.
+var ErrFrameTooLarge = errors.New("capture: frame larger than the batch's frame size")
+
+// NewBatch makes a batch of up to size frames of up to frameSize bytes for
+// s. report, if not nil, learns the fate of every frame once it is sent
+// (err nil) or refused (ENOBUFS, EMSGSIZE, ENETDOWN ..., or
+// ErrFrameTooLarge); the frame is only valid during the call.
+func (s *Sender) NewBatch(size, frameSize int, report func(frame []byte, err error)) *Batch {
+	b := &Batch{s: s, bufs: make([][]byte, size), msgs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size), report: report}
+	mem := make([]byte, size*frameSize)
+	for i := range b.bufs {
+		b.bufs[i] = mem[i*frameSize : (i+1)*frameSize : (i+1)*frameSize]
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.SetIovlen(1)
+	}
+	return b
+}
+
+// Len is the number of frames queued.
+func (b *Batch) Len() int { return b.n }
+
+// Add queues a copy of frame, first sending what is queued when the batch is
+// full. It returns the frames that failed in that send (see Flush); a frame
+// larger than the batch's frame size counts as failed.
+func (b *Batch) Add(frame []byte) (failed int) {
+	if b.n == len(b.bufs) {
+		failed = b.Flush()
+	}
+	buf := b.bufs[b.n]
+	if len(frame) > len(buf) {
+		b.tell(frame, ErrFrameTooLarge)
+		return failed + 1
+	}
+	n := copy(buf, frame)
+	b.iovs[b.n].Base = &buf[0]
+	b.iovs[b.n].SetLen(n)
+	b.n++
+	return failed
+}
+
+// Flush sends every queued frame and empties the batch. It returns how many
+// the kernel refused (ENOBUFS, EMSGSIZE, ENETDOWN ...): such a frame is
+// skipped and the rest are still sent. The socket blocks while the device
+// queue is full, as Send does.
+func (b *Batch) Flush() (failed int) {
+	for i := 0; i < b.n; {
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd),
+			uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), 0, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno != 0:
+			// The first frame left failed; the kernel says nothing of the rest.
+			b.tell(b.bufs[i][:b.iovs[i].Len], errno)
+			failed++
+			i++
+		case r == 0:
+			for ; i < b.n; i++ {
+				b.tell(b.bufs[i][:b.iovs[i].Len], unix.EIO)
+				failed++
+			}
+		default:
+			for end := i + int(r); i < end; i++ {
+				b.tell(b.bufs[i][:b.iovs[i].Len], nil)
+			}
+		}
+	}
+	b.n = 0
+	return failed
+}
+
+func (b *Batch) tell(frame []byte, err error) {
+	if b.report != nil {
+		b.report(frame, err)
+	}
+}
