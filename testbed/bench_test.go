@@ -12,7 +12,8 @@ import (
 // TCP mode and understudy, measured side by side in one bed, interleaved
 // round by round (DESIGN.md §5). It prints one table with understudy's
 // ratios and writes it as markdown and JSON under bench/results/.
-// US_BENCH_ROUNDS, US_FAILOVERS and US_FLOWS shorten or lengthen it.
+// US_BENCH_ROUNDS, US_WRK_SECONDS, US_FAILOVERS and US_FLOWS shorten or
+// lengthen it (0 failovers or flows leaves that part out).
 //
 //	make bench
 func BenchmarkCompare(b *testing.B) {
@@ -20,8 +21,10 @@ func BenchmarkCompare(b *testing.B) {
 	RequireTool(b, "haproxy")
 	cfg := BenchConfig{
 		Rounds: envInt("US_BENCH_ROUNDS", 5), BulkFile: "huge.bin",
-		WrkRounds: 3, WrkDuration: 10 * time.Second, LatDuration: 10 * time.Second,
-		Failovers: envInt("US_FAILOVERS", 21), HAProxyFailovers: 3, FailoverFile: "huge.bin",
+		WrkRounds:   3,
+		WrkDuration: time.Duration(envInt("US_WRK_SECONDS", 10)) * time.Second,
+		LatDuration: time.Duration(envInt("US_WRK_SECONDS", 10)) * time.Second,
+		Failovers:   envInt("US_FAILOVERS", 21), HAProxyFailovers: min(3, envInt("US_FAILOVERS", 21)), FailoverFile: "huge.bin",
 		Flows: envInt("US_FLOWS", 100000),
 	}
 	cfg.WrkRounds = min(cfg.WrkRounds, cfg.Rounds)
@@ -71,7 +74,7 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 func envInt(key string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v >= 0 {
 		return v
 	}
 	return def
