@@ -67,3 +67,24 @@ func TestBatch(t *testing.T) {
 		}
 	})
 }
+
+func TestSpin(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		r := openRing(t, tn.IfA, testVIP, 80, RingConfig{})
+		s := openSenderIn(t, tn.NSB, tn.IfB)
+		start := time.Now()
+		if Spin([]*Ring{r}, 2*time.Millisecond) {
+			t.Fatal("Spin found a frame on an idle ring")
+		}
+		if d := time.Since(start); d < 2*time.Millisecond {
+			t.Errorf("Spin gave up after %v, want 2ms", d)
+		}
+		send(t, s, buildFrame(t, frameSpec{src: tn.IPB, dst: testVIP, sport: 1, dport: 80}))
+		if !Spin([]*Ring{r}, time.Second) {
+			t.Fatal("Spin missed a frame")
+		}
+		if _, ok := r.Next(); !ok {
+			t.Fatal("Spin reported a frame Next does not return")
+		}
+	})
+}

@@ -33,3 +33,6 @@ func (r *Ring) Close() error { return nil }
 
 // Wait returns ErrUnsupported.
 func Wait(rings []*Ring, timeout time.Duration) error { return ErrUnsupported }
+
+// Spin returns false.
+func Spin(rings []*Ring, d time.Duration) bool { return false }
