@@ -382,7 +382,9 @@ func (g *Gateway) flush() {
 		}
 		if !ok {
 			g.loopDrops[dropNoNeighbor]++
-			g.frameLine(o.Side, f, "frame dropped: next hop's MAC not resolved yet", "next_hop", netip.AddrFrom4(dst))
+			if g.logAllowed() {
+				g.frameLine(o.Side, f, "frame dropped: next hop's MAC not resolved yet", "next_hop", netip.AddrFrom4(dst))
+			}
 			continue
 		}
 		src := tx.MAC()
@@ -404,7 +406,9 @@ func (g *Gateway) transmit() {
 func (g *Gateway) txDone(side tcpstate.Side, f []byte, err error) {
 	if err != nil {
 		g.loopDrops[dropTxError]++
-		g.frameLine(side, f, "frame dropped: the kernel refused it", "err", err)
+		if g.logAllowed() {
+			g.frameLine(side, f, "frame dropped: the kernel refused it", "err", err)
+		}
 		return
 	}
 	g.sent(side, f)

@@ -69,6 +69,11 @@ func (g *Gateway) flowLine(now int64, level slog.Level, msg string, client, vip 
 	if !g.logLimit.allow(now) {
 		return
 	}
+	g.emitFlowLine(level, msg, client, vip, attrs...)
+}
+
+// emitFlowLine logs a flow line the limiter allowed.
+func (g *Gateway) emitFlowLine(level slog.Level, msg string, client, vip netip.AddrPort, attrs ...any) {
 	a := append([]any{"client", client, "vip", vip}, attrs...)
 	if n := g.logLimit.takeSuppressed(); n > 0 {
 		a = append(a, "suppressed", n)
@@ -104,9 +109,15 @@ func keyTuple(k tcpstate.Key) (client, vip netip.AddrPort) {
 	return netip.AddrPortFrom(netip.AddrFrom4(k.Client), k.CPort), netip.AddrPortFrom(netip.AddrFrom4(k.VIP), k.VPort)
 }
 
-// frameLine logs, rate-limited, a frame the loop could not send, naming
-// its flow: a frame to a client goes from VIP:port to the client, one to a
-// server from the client to the server's port, whose VIP the services say.
+// logAllowed takes a token for a line about a frame. The caller checks it
+// before building the line's attributes, so that a storm of refused lines
+// allocates nothing.
+func (g *Gateway) logAllowed() bool { return g.logLimit.allow(int64(time.Since(g.start))) }
+
+// frameLine logs a frame the loop could not send, once logAllowed said
+// yes, naming its flow: a frame to a client goes from VIP:port to the
+// client, one to a server from the client to the server's port, whose VIP
+// the services say.
 func (g *Gateway) frameLine(side tcpstate.Side, frame []byte, msg string, attrs ...any) {
 	const ip, tcp = rewrite.EthLen, rewrite.EthLen + 20
 	if len(frame) < tcp+4 {
@@ -124,5 +135,5 @@ func (g *Gateway) frameLine(side tcpstate.Side, frame []byte, msg string, attrs 
 		}
 		attrs = append(attrs, "server", dst.Addr())
 	}
-	g.flowLine(int64(time.Since(g.start)), slog.LevelWarn, msg, client, vip, attrs...)
+	g.emitFlowLine(slog.LevelWarn, msg, client, vip, attrs...)
 }

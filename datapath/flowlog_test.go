@@ -107,8 +107,19 @@ func TestFlowLines(t *testing.T) {
 	s := rewrite.Spec{Src: [4]byte{198, 51, 100, 7}, Dst: [4]byte{10, 0, 0, 11}, SrcPort: 40001, DstPort: 80, Flags: rewrite.ACK, WScale: -1}
 	frame := make([]byte, 200)
 	n := rewrite.Build(frame, &s, &rewrite.Packet{})
-	g.logLimit = newLimiter(1, 5)
+	g.logLimit = newLimiter(1, 1)
+	if !g.logAllowed() {
+		t.Fatal("first frame line refused")
+	}
 	g.frameLine(tcpstate.ServerSide, frame[:n], "frame dropped: the kernel refused it")
+	// Refused lines cost no allocation: the attributes are never built.
+	if a := testing.AllocsPerRun(100, func() {
+		if g.logAllowed() {
+			g.frameLine(tcpstate.ServerSide, frame[:n], "frame dropped", "next_hop", rewrite.Seq(1))
+		}
+	}); a != 0 {
+		t.Errorf("a refused frame line allocates %v times", a)
+	}
 	lines = logLines(t, &buf)
 	if len(lines) != 1 || lines[0]["client"] != "198.51.100.7:40001" || lines[0]["vip"] != "192.0.2.100:80" || lines[0]["server"] != "10.0.0.11" {
 		t.Fatalf("frame line %v", lines)
