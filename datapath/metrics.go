@@ -21,7 +21,7 @@ type Collector struct {
 	failovers, detection, stall, divergences, probes, probeDuration,
 	serverUp, serverActive, serverDrained, serverFlows,
 	bypass, bypassDropped, kernelForwarded, ringDrops,
-	pcapFrames, pcapDropped, pcapRotations, pcapErrors, logSuppressed *prometheus.Desc
+	pcapFrames, pcapDropped, pcapRotations, pcapErrors, logSuppressed, replayed *prometheus.Desc
 }
 
 func (c *Collector) desc(name, help string, labels ...string) *prometheus.Desc {
@@ -35,7 +35,8 @@ func NewCollector(src StatusSource) *Collector {
 	c := &Collector{src: src}
 	c.packets = c.desc("understudy_packets_total", "Frames the gateway received (direction in) or sent (out), by leg: client, primary or backup.", "direction", "leg")
 	c.bytes = c.desc("understudy_bytes_total", "Bytes of the frames the gateway received (in) or sent (out), Ethernet headers included, by leg.", "direction", "leg")
-	c.events = c.desc("understudy_events_total", "Events the flow table counted (segments, synthesized ACKs, takeovers, replayed bytes...), by event.", "event")
+	c.events = c.desc("understudy_events_total", "Events the flow table counted (segments, synthesized ACKs, takeovers, fenced servers...), by event.", "event")
+	c.replayed = c.desc("understudy_replayed_bytes_total", "Bytes of the shadow's reply the gateway held and sent to clients after a takeover.")
 	c.flows = c.desc("understudy_flows", "Flows in the flow table by state.", "state")
 	c.flowsProtected = c.desc("understudy_flows_protected", "Flows whose two legs are in lockstep.")
 	c.flowsUnprotected = c.desc("understudy_flows_unprotected", "Flows running on one server only, by the reason they lost or never had their shadow leg.", "reason")
@@ -90,8 +91,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.bytes, t.Bytes, t.Direction, t.Leg)
 	}
 	for _, e := range sortedKeys(st.Packets.Events) {
+		if e == "replayed_bytes" {
+			continue // bytes, not events: a metric of its own
+		}
 		counter(c.events, st.Packets.Events[e], e)
 	}
+	counter(c.replayed, st.Packets.Events["replayed_bytes"])
 	for _, state := range sortedKeys(st.Flows.ByState) {
 		gauge(c.flows, float64(st.Flows.ByState[state]), state)
 	}

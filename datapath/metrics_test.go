@@ -30,7 +30,7 @@ func fakeGatewayStatus() Status {
 			{Name: "backup", Role: "active", Health: "up", Drained: true, Flows: 5}},
 		Flows: FlowCounts{ByState: map[string]int{"established": 3, "syn_sent": 1}, Protected: 1,
 			UnprotectedWhy: map[string]int{"took_over": 2, "drained": 1}},
-		Packets: PacketCounts{Events: map[string]uint64{"takeovers": 2, "divergences": 1}},
+		Packets: PacketCounts{Events: map[string]uint64{"takeovers": 2, "divergences": 1, "replayed_bytes": 5000}},
 		Traffic: []TrafficCount{{"in", "client", 10, 1000}, {"in", "primary", 20, 30000}, {"in", "backup", 19, 29000},
 			{"out", "client", 21, 31000}, {"out", "primary", 8, 800}, {"out", "backup", 9, 900}},
 		Drops:        map[string]uint64{"no_flow": 4, "parse_short": 1},
@@ -111,13 +111,16 @@ understudy_server_active{server="primary"} 0
 # TYPE understudy_kernel_bypass_dropped_packets_total counter
 understudy_kernel_bypass_dropped_packets_total{side="client"} 10
 understudy_kernel_bypass_dropped_packets_total{side="server"} 39
+# HELP understudy_replayed_bytes_total Bytes of the shadow's reply the gateway held and sent to clients after a takeover.
+# TYPE understudy_replayed_bytes_total counter
+understudy_replayed_bytes_total 5000
 # HELP understudy_pcap_dropped_frames_total Frames not written to the --pcap file: its buffer was full or no file was open.
 # TYPE understudy_pcap_dropped_frames_total counter
 understudy_pcap_dropped_frames_total 2
 `
 	names := []string{"understudy_bytes_total", "understudy_packets_total", "understudy_probes_total", "understudy_client_stall_seconds",
 		"understudy_flows_unprotected", "understudy_server_drained", "understudy_server_active",
-		"understudy_kernel_bypass_dropped_packets_total", "understudy_pcap_dropped_frames_total"}
+		"understudy_kernel_bypass_dropped_packets_total", "understudy_pcap_dropped_frames_total", "understudy_replayed_bytes_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +134,7 @@ understudy_pcap_dropped_frames_total 2
 		"understudy_kernel_bypass_installed": 1, "understudy_kernel_bypass_dropped_packets_total": 2,
 		"understudy_kernel_forwarded_packets_total": 1, "understudy_ring_dropped_packets_total": 1,
 		"understudy_pcap_frames_total": 1, "understudy_pcap_dropped_frames_total": 1, "understudy_pcap_rotations_total": 1,
-		"understudy_pcap_errors_total": 1, "understudy_log_lines_suppressed_total": 1,
+		"understudy_pcap_errors_total": 1, "understudy_log_lines_suppressed_total": 1, "understudy_replayed_bytes_total": 1,
 	}
 	total := 0
 	for name, n := range series {
