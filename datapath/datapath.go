@@ -76,9 +76,6 @@ type Gateway struct {
 	loopDrops      [numLoopDrops]uint64
 	offloadChanged map[string][]string
 
-	ringMu        sync.Mutex
-	ringDropTotal uint64
-
 	// learned maps a client to the source MAC of its last SYN: the next
 	// hop back to it until the kernel's neighbour table has an entry (a
 	// client that had our MAC cached never ARPed us).

@@ -213,16 +213,30 @@ func localAddrs() ([][4]byte, error) {
 }
 
 // ringDrops adds up the frames the kernel dropped because a ring was full.
-// The kernel resets its count on every read, so the total is kept here.
 func (g *Gateway) ringDrops() uint64 {
-	g.ringMu.Lock()
-	defer g.ringMu.Unlock()
-	for _, r := range g.rings {
-		if _, d, err := r.Stats(); err == nil {
-			g.ringDropTotal += d
-		}
+	stats := make([]ringStats, len(g.rings))
+	for i, r := range g.rings {
+		stats[i] = r
 	}
-	return g.ringDropTotal
+	return sumRingDrops(stats)
+}
+
+// ringStats is what ringDrops reads of a capture ring.
+type ringStats interface {
+	Stats() (packets, drops uint64, err error)
+}
+
+// sumRingDrops adds the rings' drop totals. Each ring keeps its own total
+// across the kernel's reset-on-read counts (even when a read fails), so the
+// sum is taken afresh each time: adding the totals up again on every status
+// read counted each drop once per read.
+func sumRingDrops(rings []ringStats) uint64 {
+	var total uint64
+	for _, r := range rings {
+		_, d, _ := r.Stats()
+		total += d
+	}
+	return total
 }
 
 // FlowInfo is one flow as `understudy flows` shows it.
