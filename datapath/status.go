@@ -88,6 +88,7 @@ type ServerStatus struct {
 type FlowCounts struct {
 	Total       int            `json:"total"`
 	HalfOpen    int            `json:"half_open"`
+	HalfOpenCap int            `json:"half_open_cap"` // beyond it, the oldest half-open flow makes room
 	ByState     map[string]int `json:"by_state"`
 	Protected   int            `json:"protected"`
 	Unprotected int            `json:"unprotected"`
@@ -146,6 +147,7 @@ func (g *Gateway) Status() Status {
 	s.LastFailover = g.lastFailover()
 	s.Failovers = g.failovers
 	s.Flows.HalfOpen = g.table.HalfOpen()
+	s.Flows.HalfOpenCap = g.table.Config().MaxHalfOpen
 	events, drops := g.table.Stats.Map()
 	s.Packets = PacketCounts{ClientRx: g.clientRx, ServerRx: g.serverRx, Events: events}
 	for k, v := range drops {

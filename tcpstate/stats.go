@@ -34,6 +34,8 @@ const (
 	ReplayOverflows                 // flows whose replay buffer hit its bound
 	AckLags                         // live leg left client data unacknowledged that the shadow acknowledged
 	UnknownResets                   // resets sent for segments of connections the gateway does not know
+	HalfOpenEvicted                 // oldest half-open flows removed to make room for a new SYN at the cap
+	UnknownProbes                   // ACKs that make the client of an unknown connection say where its reset must land
 	NumCounters
 )
 
@@ -44,6 +46,7 @@ var counterNames = [NumCounters]string{
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
+	"half_open_evicted", "unknown_probes",
 }
 
 func (c Counter) String() string { return counterNames[c] }
@@ -54,7 +57,7 @@ type Drop uint8
 const (
 	DropNoFlow        Drop = iota // not a SYN and no flow known
 	DropFlowCap                   // SYN refused: flow table full
-	DropHalfOpenCap               // SYN refused: too many half-open flows
+	DropHalfOpenCap               // SYN refused: too many half-open flows, none of them evictable
 	DropOffWindowRST              // RST outside the receive window (RFC 5961)
 	DropPrimaryRST                // primary RST held while the backup lives
 	DropNotReady                  // segment before the handshake allows it

@@ -84,7 +84,11 @@ type Table struct {
 	active, standby int
 	aloneWhy        string // why new flows are unprotected when standby < 0
 
-	waiting   []*Flow // flows whose SYN-ACK waits on the backup, in due order
+	waiting []*Flow // flows whose SYN-ACK waits on the backup, in due order
+	// synQueue holds flows in the order their SYNs came, from synHead on;
+	// entries that left the handshake are skipped, and swept every second.
+	synQueue  []*Flow
+	synHead   int
 	nextSweep int64
 
 	now         int64 // the current call's clock
@@ -285,7 +289,7 @@ func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {
 		t.drop(DropFlowCap)
 		return nil
 	}
-	if t.halfOpen >= t.cfg.MaxHalfOpen {
+	if t.halfOpen >= t.cfg.MaxHalfOpen && !t.evictHalfOpen() {
 		t.drop(DropHalfOpenCap)
 		return nil
 	}
@@ -304,8 +308,53 @@ func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {
 	}
 	t.flows[key] = f
 	t.halfOpen++
+	t.synQueue = append(t.synQueue, f)
 	t.count(FlowsCreated)
 	return f
+}
+
+// evictAge is how long a half-open flow is safe from eviction: long enough
+// for a client whose ACK or first request was lost (a flood fills the
+// capture ring) to retransmit it a few times.
+const evictAge = int64(3 * time.Second)
+
+// evictHalfOpen makes room for a new SYN at the half-open cap by removing
+// the oldest flow still in its handshake, if it has had evictAge to finish
+// it. Under a SYN flood the table then turns its half-open slots over every
+// evictAge instead of refusing every SYN until the flood's flows expire
+// (HandshakeTimeout), so a new client's retried SYN finds room; and a client
+// that got in keeps its flow while its handshake completes. The servers'
+// half-open state for an evicted flow is cleared by the reset its next
+// SYN-ACK gets.
+func (t *Table) evictHalfOpen() bool {
+	for t.synHead < len(t.synQueue) {
+		f := t.synQueue[t.synHead]
+		half := !f.deleted && f.state == StateSynSent
+		if half && t.now-f.created < evictAge {
+			return false
+		}
+		t.synQueue[t.synHead] = nil
+		t.synHead++
+		if half {
+			t.remove(f)
+			t.count(HalfOpenEvicted)
+			return true
+		}
+	}
+	return false
+}
+
+// compactSynQueue keeps only the flows still in their handshake.
+func (t *Table) compactSynQueue() {
+	n := 0
+	for _, f := range t.synQueue[t.synHead:] {
+		if !f.deleted && f.state == StateSynSent {
+			t.synQueue[n] = f
+			n++
+		}
+	}
+	clear(t.synQueue[n:])
+	t.synQueue, t.synHead = t.synQueue[:n], 0
 }
 
 // forwardSyn sends the client's SYN to every leg still in the flow. ECN is
@@ -563,6 +612,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	if f == nil {
 		t.drop(DropNoFlow)
 		t.resetUnknown(p, ServerSide, out)
+		t.probeUnknownClient(p, vip, out)
 		return
 	}
 	i := uint8(0)
@@ -958,16 +1008,9 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 // Bounded per second: a flood of strays must not become a flood of resets.
 func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) {
 	flags := p.Flags()
-	if flags&rewrite.RST != 0 || !out.room(1) {
+	if flags&rewrite.RST != 0 || !out.room(1) || !t.resetBudget() {
 		return
 	}
-	if t.now-t.resetEpoch >= int64(time.Second) {
-		t.resetEpoch, t.resetsLeft = t.now, t.cfg.MaxResetsPerSecond
-	}
-	if t.resetsLeft <= 0 {
-		return
-	}
-	t.resetsLeft--
 	s := rewrite.Spec{Src: p.DstIP(), Dst: p.SrcIP(), SrcPort: p.DstPort(), DstPort: p.SrcPort(), WScale: -1}
 	if flags&rewrite.ACK != 0 {
 		s.Seq, s.Flags = p.Ack(), rewrite.RST
@@ -978,6 +1021,39 @@ func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) {
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(side, b[:n])
 	t.count(UnknownResets)
+}
+
+// resetBudget takes one of the second's resets for unknown connections, if
+// any is left.
+func (t *Table) resetBudget() bool {
+	if t.now-t.resetEpoch >= int64(time.Second) {
+		t.resetEpoch, t.resetsLeft = t.now, t.cfg.MaxResetsPerSecond
+	}
+	if t.resetsLeft <= 0 {
+		return false
+	}
+	t.resetsLeft--
+	return true
+}
+
+// probeUnknownClient tells the client of a connection the gateway does not
+// know, seen through its server's segment, that the connection is gone. A
+// downloading client sends nothing until data comes, so after a gateway
+// restart it would wait for ever; and a reset is taken only at exactly the
+// client's next sequence number, which the server's segment does not carry.
+// So the client gets a bare ACK far below its window: Linux answers such a
+// segment with an ACK carrying its exact numbers (RFC 9293 §3.10.7.4), and
+// that ACK, of an unknown connection too, gets the reset it takes.
+func (t *Table) probeUnknownClient(p *rewrite.Packet, vip [4]byte, out *Output) {
+	if p.Flags()&rewrite.RST != 0 || !out.room(1) || !t.resetBudget() {
+		return
+	}
+	s := rewrite.Spec{Src: vip, Dst: p.DstIP(), SrcPort: p.SrcPort(), DstPort: p.DstPort(),
+		Seq: p.Seq() - 1<<30, Ack: p.Ack(), Flags: rewrite.ACK, Window: p.Window(), WScale: -1}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(ClientSide, b[:n])
+	t.count(UnknownProbes)
 }
 
 // rstToServer clears leg i's state for this flow on its server.
@@ -1220,6 +1296,7 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 }
 
 func (t *Table) sweep(now int64) {
+	defer t.compactSynQueue()
 	c := &t.cfg
 	for _, f := range t.flows {
 		var expired bool

@@ -659,20 +659,40 @@ func TestCaps(t *testing.T) {
 	out := NewOutput(2048)
 	buf := make([]byte, 2048)
 	var p rewrite.Packet
-	for i := 0; i < 5; i++ {
-		s := rewrite.Spec{Src: clientIP, Dst: vip, SrcPort: uint16(1000 + i), DstPort: vport, Seq: 1, Flags: rewrite.SYN, WScale: -1}
+	syn := func(now int64, port int) {
+		s := rewrite.Spec{Src: clientIP, Dst: vip, SrcPort: uint16(port), DstPort: vport, Seq: 1, Flags: rewrite.SYN, WScale: -1}
 		n := rewrite.Build(buf, &s, &p)
 		p.Parse(buf[:n], false, true)
 		out.Reset()
-		tab.HandleClient(0, &p, out)
+		tab.HandleClient(now, &p, out)
 	}
-	if tab.Len() != 3 || tab.Stats.Drops[DropHalfOpenCap] != 2 {
-		t.Fatalf("half-open cap: %d flows, %d drops", tab.Len(), tab.Stats.Drops[DropHalfOpenCap])
+	present := func(port int) bool {
+		return tab.Lookup(Key{Client: clientIP, CPort: uint16(port), VIP: vip, VPort: vport}) != nil
+	}
+	for i := 0; i < 4; i++ {
+		syn(0, 1000+i)
+	}
+	// At the cap, flows younger than evictAge keep their place: the SYN
+	// beyond is refused.
+	if tab.Len() != 3 || tab.Stats.Drops[DropHalfOpenCap] != 1 || present(1003) {
+		t.Fatalf("half-open cap: %d flows, %d refused, newest present %v", tab.Len(), tab.Stats.Drops[DropHalfOpenCap], present(1003))
+	}
+	// Once they are old enough, the oldest make room for new SYNs: a
+	// flood's flows turn over and a new client's SYN finds a place.
+	syn(evictAge, 1004)
+	syn(evictAge, 1005)
+	if tab.Len() != 3 || tab.HalfOpen() != 3 || tab.Stats.Counters[HalfOpenEvicted] != 2 {
+		t.Fatalf("after evictAge: %d flows (%d half-open), %d evicted", tab.Len(), tab.HalfOpen(), tab.Stats.Counters[HalfOpenEvicted])
+	}
+	for port, want := range map[int]bool{1000: false, 1001: false, 1002: true, 1004: true, 1005: true} {
+		if present(port) != want {
+			t.Errorf("flow of port %d present %v, want %v: the oldest go first", port, present(port), want)
+		}
 	}
 	out.Reset()
-	tab.Tick(int64(11*time.Second), out)
-	if tab.Len() != 0 || tab.HalfOpen() != 0 {
-		t.Fatalf("half-open flows not expired: %d (%d half-open)", tab.Len(), tab.HalfOpen())
+	tab.Tick(evictAge+int64(11*time.Second), out)
+	if tab.Len() != 0 || tab.HalfOpen() != 0 || len(tab.synQueue) != 0 {
+		t.Fatalf("half-open flows not expired: %d (%d half-open, %d queued)", tab.Len(), tab.HalfOpen(), len(tab.synQueue))
 	}
 }
 
@@ -764,17 +784,23 @@ func TestClientFinWaitsForLaggingBackup(t *testing.T) {
 // both sides' segments of old connections get a prompt reset, within budget.
 func TestUnknownConnectionsReset(t *testing.T) {
 	b := newBed(t, 1, 2, 3)
-	b.tab.cfg.MaxResetsPerSecond = 2
-	b.tab.resetsLeft = 2
+	b.tab.cfg.MaxResetsPerSecond = 3
+	b.tab.resetsLeft = 3
 	out := b.feed(true, b.fromClient(500, 9000, rewrite.ACK, cTS0, pTS0), []byte("late request"))
 	if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "R" || out[0].tcp.Seq != 9000 ||
 		[4]byte(out[0].ip.SrcIP.To4()) != vip || [4]byte(out[0].ip.DstIP.To4()) != clientIP {
 		t.Fatalf("client segment of an unknown flow: %+v", out)
 	}
 	out = b.feed(false, b.fromServer(backupIP, 7000, 500, rewrite.ACK, 100, bTS0, cTS0), []byte("late reply"))
-	if len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "R" || out[0].tcp.Seq != 500 ||
+	if len(out) != 2 || out[0].side != ServerSide || out[0].flags() != "R" || out[0].tcp.Seq != 500 ||
 		[4]byte(out[0].ip.SrcIP.To4()) != clientIP || [4]byte(out[0].ip.DstIP.To4()) != backupIP {
 		t.Fatalf("server segment of an unknown flow: %+v", out)
+	}
+	// Its client, which may be waiting for data and so sending nothing, is
+	// made to answer: a bare ACK far below its window.
+	if p := out[1]; p.side != ClientSide || p.flags() != "A" || len(p.payload) != 0 || p.tcp.Seq != uint32(7000+3<<30) ||
+		[4]byte(p.ip.SrcIP.To4()) != vip || [4]byte(p.ip.DstIP.To4()) != clientIP || p.tcp.DstPort != cport {
+		t.Fatalf("probe of the unknown flow's client: %s seq %d from %v to %v:%d", p.flags(), p.tcp.Seq, p.ip.SrcIP, p.ip.DstIP, p.tcp.DstPort)
 	}
 	if out := b.feed(true, b.fromClient(500, 9000, rewrite.ACK, cTS0, pTS0), nil); len(out) != 0 {
 		t.Fatal("reset budget exceeded")

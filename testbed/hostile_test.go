@@ -1,8 +1,10 @@
 package testbed
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,4 +141,154 @@ func orDash(s string) string {
 		return "(valid: forwarded)"
 	}
 	return s
+}
+
+// floodSYNs is the size of the SYN flood: bounded, sent at full speed.
+const floodSYNs = 200_000
+
+// floodHalfOpenCap is the gateway's half-open cap during the flood.
+const floodHalfOpenCap = 16384
+
+// floodRSSBound is the most the gateway's resident set may reach during
+// the flood, in KiB: the half-open cap bounds the flows it holds.
+const floodRSSBound = 512 << 10
+
+// TestSynFlood: 200k SYNs at full speed from random addresses and ports of
+// the client subnet while two downloads run through the VIP. The downloads
+// complete whole with no reset, a new client's request during the flood and
+// one after it succeed, the half-open count never passes its cap, and the
+// gateway's RSS stays under floodRSSBound.
+func TestSynFlood(t *testing.T) {
+	b := Up(t, Options{})
+	RequireTool(t, "tcpdump")
+	// A cap the flood certainly reaches, so that eviction is what lets the
+	// new clients in.
+	gw := b.StartGateway(append([]string{"--max-half-open", strconv.Itoa(floodHalfOpenCap)}, hostileArgs...)...)
+	pid := gw.Cmd.Process.Pid
+	rssStart := vmRSS(t, pid)
+	capture := b.StartTcpdump(b.Client(), "eth0", "tcp[tcpflags] & tcp-rst != 0 and src host "+VIP)
+	in := b.ClientInjector()
+	const port1, port2 = 45201, 45202
+	runs := []*Running{hostileDownload(b, port1), hostileDownload(b, port2)}
+	time.Sleep(500 * time.Millisecond)
+	before := gatewayStatus(t, b)
+
+	// Watch the half-open count and the RSS while the flood lasts.
+	type peak struct {
+		halfOpen, cap int
+		rss           int64
+	}
+	stop := make(chan struct{})
+	peaks := make(chan peak, 1)
+	go func() {
+		var p peak
+		defer func() { peaks <- p }()
+		for {
+			if st, err := b.StatusJSON(); err == nil {
+				var s struct {
+					Flows struct {
+						HalfOpen    int `json:"half_open"`
+						HalfOpenCap int `json:"half_open_cap"`
+					} `json:"flows"`
+				}
+				if json.Unmarshal(st, &s) == nil {
+					p.halfOpen, p.cap = max(p.halfOpen, s.Flows.HalfOpen), s.Flows.HalfOpenCap
+				}
+			}
+			if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+				p.rss = max(p.rss, parseVmRSS(string(data)))
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+
+	type result struct {
+		sent int
+		took time.Duration
+		err  error
+	}
+	flood := make(chan result, 1)
+	go func() {
+		n, d, err := in.SynFlood(floodSYNs, netip.MustParsePrefix(ClientIP+"/24"), vipPort,
+			clientIP, netip.MustParseAddr(GatewayClientIP))
+		flood <- result{n, d, err}
+	}()
+	// A new client while the flood runs.
+	during := b.Background(func() (*Transfer, error) { return b.Download("/index.html", "--max-time", "20") })
+	fr := <-flood
+	if fr.err != nil {
+		t.Fatalf("flood: %v after %d SYNs", fr.err, fr.sent)
+	}
+	for _, r := range runs {
+		checkDownload(t, b, r)
+	}
+	for _, tr := range []*Running{during, b.Background(func() (*Transfer, error) {
+		return b.Download("/index.html", "--max-time", "20")
+	})} {
+		res, err := tr.Wait()
+		switch {
+		case err != nil:
+			t.Errorf("a new client during or after the flood: %v", err)
+		case res.SHA256 != b.SHA256("index.html"):
+			t.Errorf("index.html: sha256 %s", res.SHA256)
+		default:
+			t.Logf("new client: index.html in %v", res.TimeTotal)
+		}
+	}
+	close(stop)
+	p := <-peaks
+	after := gatewayStatus(t, b)
+	if gw.Exited() {
+		t.Fatalf("gateway exited: %v", gw.Wait())
+	}
+	ev := func(name string) uint64 { return after.Packets.Events[name] - before.Packets.Events[name] }
+	t.Logf("flood: %d SYNs in %v (%.0f/s); gateway: %d client segments, %d flows created, %d half-open evicted, "+
+		"%d refused at the cap, %d frames lost to full rings; half-open peak %d (cap %d); RSS %d KiB before, %d KiB peak",
+		fr.sent, fr.took.Round(time.Millisecond), float64(fr.sent)/fr.took.Seconds(), ev("client_segments"),
+		ev("flows_created"), ev("half_open_evicted"), after.Drops["half_open_cap"]-before.Drops["half_open_cap"],
+		after.KernelBypass.RingDrops-before.KernelBypass.RingDrops, p.halfOpen, p.cap, rssStart, p.rss)
+	if p.cap == 0 || p.halfOpen > p.cap || after.Flows.HalfOpen > after.Flows.HalfOpenCap {
+		t.Errorf("half-open flows peaked at %d (now %d), cap %d", p.halfOpen, after.Flows.HalfOpen, p.cap)
+	}
+	if p.rss > floodRSSBound {
+		t.Errorf("gateway RSS peaked at %d KiB, bound %d KiB", p.rss, floodRSSBound)
+	}
+	if ev("half_open_evicted")+after.Drops["half_open_cap"]-before.Drops["half_open_cap"] == 0 {
+		t.Error("the flood never reached the half-open cap: nothing was evicted or refused")
+	}
+	if rsts := capture.Stop().ClientRSTs().Filter(func(p gopacket.Packet) bool {
+		tcp := TCP(p)
+		return tcp != nil && (tcp.DstPort == port1 || tcp.DstPort == port2)
+	}); len(rsts) > 0 {
+		t.Errorf("the downloads' connections received resets:\n%s", rsts)
+	}
+}
+
+// vmRSS is the resident set of process pid in KiB, from /proc/PID/status.
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := parseVmRSS(string(data))
+	if n == 0 {
+		t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	}
+	return n
+}
+
+// parseVmRSS reads the VmRSS line (KiB) of a /proc/PID/status text; 0 if none.
+func parseVmRSS(status string) int64 {
+	for _, l := range strings.Split(status, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
 }

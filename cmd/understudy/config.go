@@ -30,6 +30,7 @@ type fileConfig struct {
 	PcapMax     string          `yaml:"pcap_max_bytes"`
 	PcapKeep    string          `yaml:"pcap_keep"`
 	Probe       probeConfig     `yaml:"probe"`
+	MaxHalfOpen string          `yaml:"max_half_open"`
 }
 
 type serviceConfig struct {
@@ -48,7 +49,7 @@ type probeConfig struct {
 // allowedKeys names the keys each section of the file accepts, for the
 // message about an unknown one.
 var allowedKeys = map[string]string{
-	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, pcap, pcap_max_bytes, pcap_keep, probe",
+	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, pcap, pcap_max_bytes, pcap_keep, probe, max_half_open",
 	"serviceConfig": "vip, port",
 	"probeConfig":   "interval, timeout, misses, rise, http",
 }

@@ -34,6 +34,7 @@ const usage = `usage:
   understudy run --client-iface IF --server-iface IF --vip IPv4 --port N[,N...] --primary IPv4 --backup IPv4
                  [--control PATH] [--probe-interval 10ms] [--probe-misses 3] [--probe-rise 3] [--probe-http PATH]
                  [--metrics ADDR] [--log-format text|json] [--pcap FILE [--pcap-max-bytes 100M] [--pcap-keep 4]]
+                 [--max-half-open 65536]
   understudy run --config FILE [flags overriding the file]
   understudy check [--config FILE] [flags]    validate the configuration without starting
   understudy status [--json] [--control PATH]

@@ -45,6 +45,7 @@ type runFlags struct {
 	probeHTTP                string
 	pcap, pcapMax            string
 	pcapKeep                 int
+	maxHalfOpen              int
 
 	services []serviceSpec
 	// names maps a flag to the file key its value came from, so that an
@@ -83,6 +84,7 @@ func parseGatewayFlags(cmd string, args []string, stderr io.Writer) (*runFlags, 
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", 0, "timeout of one probe (default: the probe interval); longer tolerates a loaded server, detects a silent host slower")
 	fs.IntVar(&f.probeMisses, "probe-misses", failover.DefaultMisses, "consecutive failed probes that declare a server down")
 	fs.IntVar(&f.probeRise, "probe-rise", failover.DefaultRise, "consecutive good probes that bring a failed server back as standby")
+	fs.IntVar(&f.maxHalfOpen, "max-half-open", 1<<16, "flows in their handshake at most; beyond it a new SYN evicts the oldest (SYN floods)")
 	fs.StringVar(&f.probeHTTP, "probe-http", "", "probe with an HTTP GET of this path instead of a TCP connect (detects hung servers)")
 	fs.StringVar(&f.pcap, "pcap", "", "write every frame received and sent to this pcap file (read it with tcpdump -enr FILE: In/Out marks the direction)")
 	fs.StringVar(&f.pcapMax, "pcap-max-bytes", "100M", "rotate the pcap file before it grows past this size (K, M, G suffixes)")
@@ -191,6 +193,7 @@ func (f *runFlags) applyFile(fc *fileConfig, set map[string]bool) error {
 		{"probe-misses", "probe.misses", &f.probeMisses, fc.Probe.Misses},
 		{"probe-rise", "probe.rise", &f.probeRise, fc.Probe.Rise},
 		{"pcap-keep", "pcap_keep", &f.pcapKeep, fc.PcapKeep},
+		{"max-half-open", "max_half_open", &f.maxHalfOpen, fc.MaxHalfOpen},
 	}
 	for _, n := range ints {
 		if set[n.flag] || n.val == "" {
@@ -306,6 +309,10 @@ func (f *runFlags) validate() (datapath.Config, error) {
 	}
 	c.Probe = failover.Config{Interval: f.probeInterval, Misses: f.probeMisses, Rise: f.probeRise, Timeout: f.probeTimeout}
 	c.ProbeHTTP = f.probeHTTP
+	if f.maxHalfOpen < 1 || f.maxHalfOpen > 1<<24 {
+		return c, usagef("%s %d: use a count from 1 to %d", f.name("--max-half-open"), f.maxHalfOpen, 1<<24)
+	}
+	c.Table.MaxHalfOpen = f.maxHalfOpen
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return c, usagef("%s %q: use text or json", f.name("--log-format"), f.logFormat)
 	}

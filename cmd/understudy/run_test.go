@@ -52,6 +52,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{"probe misses", with("--probe-misses", "0"), "--probe-misses 0"},
 		{"probe rise", with("--probe-rise", "-1"), "--probe-rise -1"},
 		{"probe http", with("--probe-http", "index.html"), "starting with /"},
+		{"max half-open", with("--max-half-open", "0"), "--max-half-open 0: use a count"},
 		{"unknown flag", with("--bogus", "1"), "flag provided but not defined"},
 	}
 	for _, tc := range cases {
