@@ -69,8 +69,8 @@ const (
 	DropFlowClosed                // segment for a flow already reset
 	DropBadFlags                  // flags no TCP endpoint sends together (SYN+FIN, SYN+RST, none of SYN/ACK/RST)
 	DropSynData                   // SYN carrying payload: the two servers could treat it differently
-	DropOutOfWindow               // client segment outside the window it was shown (blind injection)
-	DropAckUnsent                 // client segment acknowledging bytes never sent to it
+	DropOutOfWindow               // segment outside the window its sender was shown (blind injection)
+	DropAckUnsent                 // segment acknowledging bytes never sent to its sender
 	NumDrops
 )
 

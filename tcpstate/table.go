@@ -649,6 +649,13 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.drop(DropNotReady)
 		return
 	}
+	if d, ok := t.serverAcceptable(f, i, p); !ok {
+		// Before it moves the leg's numbers: one bogus segment far ahead
+		// would make the leg look ahead of the live one (a premature FIN,
+		// a takeover) and make the gateway acknowledge what it never sent.
+		t.drop(d)
+		return
+	}
 	prevAck, prevRE := l.ack, l.rightEdge
 	if val, ecr, ok := p.Timestamps(); ok {
 		if !rewrite.TSLess(val, l.tsLast) {
@@ -703,6 +710,23 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.absorb(f, i, p, prevAck, out)
 	}
 	t.checkClosed(now, f)
+}
+
+// serverAcceptable applies RFC 9293's acceptability tests to a segment of
+// leg i: its bytes must lie within one maximal client window of what the
+// leg was last acknowledged (it cannot send beyond the window, and
+// retransmits no further back), and its ack must not pass what the client
+// has sent.
+func (t *Table) serverAcceptable(f *Flow, i uint8, p *rewrite.Packet) (Drop, bool) {
+	l := &f.legs[i]
+	if p.Flags()&rewrite.ACK != 0 && f.cli.nxt.LessThan(p.Ack()) {
+		return DropAckUnsent, false
+	}
+	win := int32(maxWindow(f.cliShift()))
+	if int32(p.Seq()-l.acked) > win || int32(p.Seq().Add(p.SegLen())-l.acked) < -win {
+		return DropOutOfWindow, false
+	}
+	return 0, true
 }
 
 // compareReply feeds leg i's reply bytes to the flow's comparer.

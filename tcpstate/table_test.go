@@ -867,3 +867,51 @@ func TestHostileClientSegments(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileServerSegments: a server segment far off the window the leg
+// was given, or acknowledging bytes the client never sent, is dropped before
+// it moves the leg's numbers; a bogus backup segment far ahead used to make
+// the backup look ahead of the primary, so the primary's FIN was taken for a
+// premature one and the flow moved to a backup that had sent nothing of it.
+func TestHostileServerSegments(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			req := []byte("GET / HTTP/1.1\r\n\r\n")
+			b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), req))
+			next := b.cISN + 1 + rewrite.Seq(len(req))
+			cases := []struct {
+				name string
+				ip   [4]byte
+				seq  rewrite.Seq
+				ack  rewrite.Seq
+				want Drop
+			}{
+				{"backup data far ahead", backupIP, b.bISN + 1 + 1<<30, next, DropOutOfWindow},
+				{"primary data far behind", primaryIP, b.pISN + 1 - 1<<30, next, DropOutOfWindow},
+				{"primary ack of unsent client bytes", primaryIP, b.pISN + 1, next + 1<<20, DropAckUnsent},
+			}
+			for _, c := range cases {
+				before := b.tab.Stats.Drops[c.want]
+				out := b.feed(false, b.fromServer(c.ip, c.seq, c.ack, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+2), []byte("bogus"))
+				if len(out) != 0 || b.tab.Stats.Drops[c.want] != before+1 {
+					t.Errorf("%s: %d frames out, counted %v %d times", c.name, len(out), c.want, b.tab.Stats.Drops[c.want]-before)
+				}
+			}
+			f := b.flow()
+			if f.legs[1].sndNxt != b.bISN+1 || f.legs[0].sndNxt != b.pISN+1 || f.legs[0].ack != b.cISN+1 {
+				t.Fatalf("dropped segments moved the legs: backup sent to %d, primary to %d, primary ack %d",
+					f.legs[1].sndNxt-b.bISN, f.legs[0].sndNxt-b.pISN, f.legs[0].ack-b.cISN)
+			}
+			// Both servers reply and close alike: the FIN reaches the client
+			// from the primary, no takeover.
+			reply := []byte("HTTP/1.1 200 OK\r\n\r\n")
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, next, rewrite.ACK|rewrite.PSH|rewrite.FIN, 125, bTS0+2, cTS0+2), reply)
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, next, rewrite.ACK|rewrite.PSH|rewrite.FIN, 500, pTS0+2, cTS0+2), reply)
+			if len(out) != 1 || !out[0].tcp.FIN || !bytes.Equal(out[0].payload, reply) || b.tab.Stats.Counters[Takeovers] != 0 {
+				t.Fatalf("the reply and FIN: %d frames, %d takeovers", len(out), b.tab.Stats.Counters[Takeovers])
+			}
+		})
+	}
+}
