@@ -44,10 +44,11 @@ const (
 	dropOversized  = iota // frame larger than the ring slot (offloads left on upstream)
 	dropNoNeighbor        // next hop MAC not resolved yet
 	dropTxError           // the kernel refused a frame
+	dropServerMAC         // server-side frame whose source MAC is not its server's
 	numLoopDrops
 )
 
-var loopDropNames = [numLoopDrops]string{"oversized", "no_neighbor", "tx_error"}
+var loopDropNames = [numLoopDrops]string{"oversized", "no_neighbor", "tx_error", "server_mac_mismatch"}
 
 // Gateway runs the datapath for one client and one server interface.
 type Gateway struct {
@@ -346,6 +347,10 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 		g.parseDrops[r]++
 		return
 	}
+	if side == 1 && !g.fromServerMAC(fr.Data) {
+		g.loopDrops[dropServerMAC]++
+		return
+	}
 	g.out.Reset()
 	if side == 0 {
 		if g.pkt.Flags()&(rewrite.SYN|rewrite.ACK) == rewrite.SYN {
@@ -356,6 +361,15 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 		g.table.HandleServer(now, &g.pkt, g.out)
 	}
 	g.flush()
+}
+
+// fromServerMAC reports whether a parsed server-side frame comes from the
+// MAC the neighbour table holds for its source address: another host on the
+// LAN claiming to be a server is not one. The gateway cannot have sent a
+// server anything before resolving it, so a miss is no reply either.
+func (g *Gateway) fromServerMAC(frame []byte) bool {
+	mac, ok := g.serverNeigh.Lookup([4]byte(frame[rewrite.EthLen+12 : rewrite.EthLen+16]))
+	return ok && [6]byte(frame[6:12]) == mac
 }
 
 // flush queues what tcpstate emitted for transmit, each frame with the
