@@ -20,6 +20,7 @@ type seg struct {
 	fromVIP  bool
 	flags    string // any of S F R
 	seq, len uint32
+	port     layers.TCPPort // the client's port; 0 is 40000
 }
 
 func synth(t *testing.T, segs ...seg) Packets {
@@ -27,9 +28,13 @@ func synth(t *testing.T, segs ...seg) Packets {
 	t0 := time.Unix(1000, 0)
 	var ps Packets
 	for _, s := range segs {
-		src, dst, sport, dport := ClientIP, VIP, layers.TCPPort(40000), layers.TCPPort(80)
+		cport := s.port
+		if cport == 0 {
+			cport = 40000
+		}
+		src, dst, sport, dport := ClientIP, VIP, cport, layers.TCPPort(80)
 		if s.fromVIP {
-			src, dst, sport, dport = VIP, ClientIP, 80, 40000
+			src, dst, sport, dport = VIP, ClientIP, 80, cport
 		}
 		ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst), Protocol: layers.IPProtocolTCP}
 		tcp := &layers.TCP{SrcPort: sport, DstPort: dport, Seq: s.seq, ACK: !strings.Contains(s.flags, "S") || s.fromVIP,
@@ -163,6 +168,13 @@ func TestClientViewProblems(t *testing.T) {
 	reset := synth(t, seg{ms: 0, flags: "S"}, seg{ms: 1, fromVIP: true, flags: "S"}, seg{ms: 2, fromVIP: true, flags: "R", seq: 1})
 	if p := reset.ClientView(time.Time{}, 0).Problems(); len(p) != 1 || !strings.Contains(p[0], "1 RSTs") {
 		t.Errorf("reset connection: %q", p)
+	}
+	// A reset of a connection the capture did not see open belongs to an
+	// earlier one, which the new gateway was right to reset.
+	earlier := synth(t, seg{ms: 0, flags: "S"}, seg{ms: 1, fromVIP: true, flags: "S"}, seg{ms: 2, fromVIP: true, seq: 1, len: 10},
+		seg{ms: 3, fromVIP: true, flags: "R", seq: 7, port: 39999}, seg{ms: 4, fromVIP: true, flags: "F", seq: 11})
+	if p := earlier.ClientView(time.Time{}, 10).Problems(); p != nil {
+		t.Errorf("reset of an earlier connection: %q", p)
 	}
 	if p := (Packets{}).ClientView(time.Time{}, 0).Problems(); len(p) != 1 || !strings.Contains(p[0], "no segments") {
 		t.Errorf("empty capture: %q", p)

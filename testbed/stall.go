@@ -142,7 +142,7 @@ func (ps Packets) EarlyFINs(minReply int64) Packets {
 // ClientView is what a capture in the client namespace says about a
 // connection that must survive a failover.
 type ClientView struct {
-	RSTs      Packets // resets from the VIP: there must be none
+	RSTs      Packets // resets from the VIP on connections opened in the capture: there must be none
 	EarlyFINs Packets // FINs before the reply's end: there must be none
 	Stall     Stall
 	Segments  int // from the VIP, to tell an empty capture
@@ -152,7 +152,7 @@ type ClientView struct {
 // since and EarlyFINs for minReply.
 func (ps Packets) ClientView(since time.Time, minReply int64) ClientView {
 	return ClientView{
-		RSTs:      ps.From(VIP).ClientRSTs(),
+		RSTs:      ps.Opened().From(VIP).ClientRSTs(),
 		EarlyFINs: ps.EarlyFINs(minReply),
 		Stall:     ps.Stall(since),
 		Segments:  len(ps.From(VIP).To(ClientIP).TCP()),
@@ -172,4 +172,27 @@ func (v ClientView) Problems() []string {
 		out = append(out, fmt.Sprintf("%d FINs from the VIP before the reply ended:\n%s", len(v.EarlyFINs), v.EarlyFINs))
 	}
 	return out
+}
+
+// Opened keeps the packets of connections whose client SYN the capture
+// holds. A gateway started afresh resets the connections it does not know:
+// an earlier test's, whose server still sends a segment, get a reset that
+// is no fault of the transfer under test.
+func (ps Packets) Opened() Packets {
+	open := map[layers.TCPPort]bool{}
+	for _, p := range ps.From(ClientIP) {
+		if tcp := TCP(p); tcp != nil && tcp.SYN && !tcp.ACK {
+			open[tcp.SrcPort] = true
+		}
+	}
+	return ps.Filter(func(p gopacket.Packet) bool {
+		tcp := TCP(p)
+		if tcp == nil {
+			return false
+		}
+		if ip := ipv4(p); ip != nil && ip.SrcIP.String() == ClientIP {
+			return open[tcp.SrcPort]
+		}
+		return open[tcp.DstPort]
+	})
 }

@@ -1,0 +1,104 @@
+package testbed
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+)
+
+// restartBound is how soon after the gateway is back the client of a
+// connection it no longer knows must have its reset: one or two of the
+// server's retransmissions, never the client's own timeouts.
+const restartBound = 15 * time.Second
+
+// TestGatewayRestart: kill -9 of the gateway in the middle of a download,
+// then a new gateway. The download's connection, which the new gateway does
+// not know, ends with a reset the client sees promptly (curl fails, it does
+// not hang); a client that connects again is served whole; the dead
+// gateway's kernel-bypass tables and control socket are replaced, not
+// doubled.
+func TestGatewayRestart(t *testing.T) {
+	b := Up(t, Options{})
+	RequireTool(t, "tcpdump")
+	RequireTool(t, "nft")
+	gw := b.StartGateway(hostileArgs...)
+	const port = 45301
+	capture := b.StartTcpdump(b.Client(), "eth0", "tcp[tcpflags] & tcp-rst != 0")
+	run := b.Background(func() (*Transfer, error) {
+		return b.Download("/big.bin", "--limit-rate", "8M", "--local-port", strconv.Itoa(port), "--max-time", "60")
+	})
+	time.Sleep(2 * time.Second)
+	if run.Done() {
+		t.Fatal("the download ended before the gateway was killed")
+	}
+	if err := gw.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gw.Wait()
+	if _, err := os.Stat(b.ControlSocket()); err != nil {
+		t.Fatalf("the killed gateway left no control socket to replace: %v", err)
+	}
+	if n := b.bypassTables(); n != 2 {
+		t.Fatalf("the killed gateway left %d understudy nftables tables, want its 2", n)
+	}
+
+	b.RestartGateway(hostileArgs...)
+	restarted := time.Now()
+	tr, err := run.Wait()
+	ended := time.Since(restarted)
+	switch {
+	case err == nil:
+		t.Fatalf("the download completed (%d bytes) across a gateway that forgot it", tr.Bytes)
+	case !strings.Contains(tr.Stderr, "reset"):
+		t.Fatalf("the download failed without a reset: %v", err)
+	case ended > restartBound:
+		t.Fatalf("the client learned of its connection's end %v after the restart, bound %v", ended, restartBound)
+	}
+	t.Logf("download after %d of %d bytes: %q, %v after the restart", tr.Bytes, 64<<20, tr.Stderr, ended.Round(time.Millisecond))
+	rsts := capture.Stop().ClientRSTs().Filter(func(p gopacket.Packet) bool {
+		tcp := TCP(p)
+		return tcp != nil && tcp.DstPort == port
+	})
+	if len(rsts) == 0 {
+		t.Error("the client's capture holds no reset of the download's connection")
+	}
+
+	// A client that connects again is served.
+	tr, err = b.Download("/big.bin", "--limit-rate", "64M")
+	if err != nil {
+		t.Fatalf("download after the restart: %v", err)
+	}
+	if tr.SHA256 != b.SHA256("big.bin") || tr.NumConnects != 1 {
+		t.Fatalf("big.bin after the restart: %d bytes sha256 %s over %d connections", tr.Bytes, tr.SHA256, tr.NumConnects)
+	}
+	if n := b.bypassTables(); n != 2 {
+		t.Errorf("%d understudy nftables tables after the restart, want 2: the stale ones replaced", n)
+	}
+	st := gatewayStatus(t, b)
+	if !st.KernelBypass.Installed || st.KernelBypass.Error != "" {
+		t.Errorf("kernel bypass after the restart: %+v", st.KernelBypass)
+	}
+	t.Logf("after the restart: %d unknown-connection resets, %d client probes",
+		st.Packets.Events["unknown_resets"], st.Packets.Events["unknown_probes"])
+}
+
+// bypassTables counts the gateway's nftables tables in the gateway namespace.
+func (b *Bed) bypassTables() int {
+	b.t.Helper()
+	out, err := b.Output(b.Gateway(), "nft", "list", "tables")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "table" && strings.HasPrefix(f[2], "understudy") {
+			n++
+		}
+	}
+	return n
+}
