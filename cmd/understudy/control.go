@@ -207,6 +207,17 @@ func printStatus(w io.Writer, st *datapath.Status) {
 	fmt.Fprintf(w, "flows %d (half-open %d, protected %d, unprotected %d)\n",
 		st.Flows.Total, st.Flows.HalfOpen, st.Flows.Protected, st.Flows.Unprotected)
 	fmt.Fprintf(w, "frames in: client %d, server %d\n", st.Packets.ClientRx, st.Packets.ServerRx)
+	if len(st.Traffic) > 0 {
+		var parts [2][]string
+		for _, t := range st.Traffic {
+			i := 0
+			if t.Direction == "out" {
+				i = 1
+			}
+			parts[i] = append(parts[i], fmt.Sprintf("%s %d (%s)", t.Leg, t.Packets, byteSize(t.Bytes)))
+		}
+		fmt.Fprintf(w, "traffic in: %s; out: %s\n", strings.Join(parts[0], ", "), strings.Join(parts[1], ", "))
+	}
 	var drops []string
 	for k, v := range st.Drops {
 		if v > 0 {
@@ -364,4 +375,18 @@ func cmdDrain(name string, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, ")")
 	}
 	return nil
+}
+
+// byteSize writes a byte count for people: 1.5 MiB.
+func byteSize(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[i])
 }

@@ -205,6 +205,10 @@ func TestPrintStatus(t *testing.T) {
 			s.Servers[0].Drained = true
 			s.NewFlows = datapath.NewFlowRoles{Live: "backup", Why: "drained"}
 		}, []string{"3 flows  drained (3 flows still use it)\n", "new flows: backup only, unprotected (drained)\n"}, nil},
+		{"traffic", func(s *datapath.Status) {
+			s.Traffic = []datapath.TrafficCount{{Direction: "in", Leg: "client", Packets: 3, Bytes: 200},
+				{Direction: "in", Leg: "primary", Packets: 5, Bytes: 3 << 20}, {Direction: "out", Leg: "client", Packets: 5, Bytes: 1536}}
+		}, []string{"traffic in: client 3 (200 B), primary 5 (3.0 MiB); out: client 5 (1.5 KiB)\n"}, nil},
 		{"no server active", func(s *datapath.Status) { s.NewFlows = datapath.NewFlowRoles{} },
 			[]string{"new flows: no server is active\n"}, nil},
 		{"pcap and suppressed lines", func(s *datapath.Status) {
