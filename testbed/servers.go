@@ -291,3 +291,27 @@ func (b *Bed) Loss(ns string, probability float64) {
 		}
 	}
 }
+
+// LossDropped is how many packets the rules of Loss have dropped in
+// namespace ns so far (0 when none are in place).
+func (b *Bed) LossDropped(ns string) int64 {
+	b.t.Helper()
+	var n int64
+	for _, chain := range []string{"INPUT", "OUTPUT"} {
+		out, err := b.Output(ns, "iptables", "-nvxL", chain)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		for line := range strings.Lines(out) {
+			f := strings.Fields(line)
+			if len(f) > 2 && f[2] == "DROP" && strings.Contains(line, "statistic mode random") {
+				v, err := strconv.ParseInt(f[0], 10, 64)
+				if err != nil {
+					b.t.Fatalf("iptables counters %q: %v", line, err)
+				}
+				n += v
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,126 @@
+package testbed
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+)
+
+// lossRate is the random loss of every TCP packet in and out of the
+// namespaces a case names (iptables statistic: this kernel has no netem).
+const lossRate = 0.02
+
+// TestLoss: 2% random loss on the server LAN (both servers' every TCP
+// packet, probes too) and, separately, on the client's link; a 64 MiB
+// download and an 8 MiB upload through the VIP each complete whole on one
+// connection with no reset, with and without a crash of the primary in the
+// middle.
+func TestLoss(t *testing.T) {
+	bed := upFailover(t)
+	where := []struct {
+		name string
+		ns   []string
+	}{
+		{"server LAN", []string{bed.Primary(), bed.Backup()}},
+		{"client link", []string{bed.Client()}},
+	}
+	transfers := []struct {
+		name  string
+		start func(b *Bed, port int) *Running
+		check func(t *testing.T, b *Bed, tr *Transfer, survivor Server)
+	}{
+		{"download", func(b *Bed, port int) *Running {
+			return b.Background(func() (*Transfer, error) {
+				return b.Download("/big.bin", "--limit-rate", "24M", "--local-port", strconv.Itoa(port), "--max-time", "60")
+			})
+		}, func(t *testing.T, b *Bed, tr *Transfer, _ Server) {
+			if tr.SHA256 != b.SHA256("big.bin") || tr.Bytes != 64<<20 {
+				t.Errorf("big.bin: %d bytes sha256 %s", tr.Bytes, tr.SHA256)
+			}
+		}},
+		{"upload", func(b *Bed, port int) *Running {
+			return b.Background(func() (*Transfer, error) {
+				return b.Upload("/upload", uploadSize, "--limit-rate", "4M", "--local-port", strconv.Itoa(port), "--max-time", "60")
+			})
+		}, func(t *testing.T, b *Bed, tr *Transfer, survivor Server) {
+			if tr.Reply == nil || tr.Reply.Bytes != uploadSize || tr.Reply.SHA256 != tr.SHA256 {
+				t.Errorf("upload: sent %d bytes sha256 %s, reply %+v", tr.Bytes, tr.SHA256, tr.Reply)
+			}
+			want := UploadEntry{Kind: "upload", Bytes: uploadSize, SHA256: tr.SHA256}
+			if !waitUpload(b, survivor, want, 10*time.Second) {
+				t.Errorf("%s's upload log has no %+v", survivor, want)
+			}
+		}},
+	}
+	port := 45500
+	for _, w := range where {
+		for _, crash := range []bool{false, true} {
+			for _, x := range transfers {
+				port++
+				name := fmt.Sprintf("%s/%s", w.name, x.name)
+				if crash {
+					name += " with a primary crash"
+				}
+				t.Run(name, func(t *testing.T) {
+					b := bed.For(t)
+					b.StartGateway(loadArgs...)
+					capture := b.StartTcpdump(b.Client(), "eth0", "tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0 and host "+VIP)
+					for _, ns := range w.ns {
+						b.Loss(ns, lossRate)
+					}
+					defer func() {
+						for _, ns := range w.ns {
+							b.Loss(ns, 0)
+						}
+					}()
+					run := x.start(b, port)
+					survivor := Pri
+					if crash {
+						time.Sleep(time.Second)
+						if run.Done() {
+							t.Fatal("the transfer ended before the crash")
+						}
+						in := b.Inject(Crash, Pri)
+						survivor = Bak
+						defer in.Repair()
+					}
+					tr, err := run.Wait()
+					var lost int64
+					for _, ns := range w.ns {
+						lost += b.LossDropped(ns)
+					}
+					if err != nil {
+						t.Fatalf("%v", err)
+					}
+					if lost == 0 {
+						t.Error("the loss rules dropped nothing")
+					}
+					if tr.NumConnects != 1 {
+						t.Errorf("%d connections, want 1", tr.NumConnects)
+					}
+					x.check(t, b, tr, survivor)
+					rsts := capture.Stop().Opened().ClientRSTs().Filter(func(p gopacket.Packet) bool {
+						tcp := TCP(p)
+						return tcp != nil && int(tcp.DstPort) == port
+					})
+					if len(rsts) > 0 {
+						t.Errorf("the client received resets:\n%s", rsts)
+					}
+					st := gatewayStatus(t, b)
+					t.Logf("%v at %.0f%% loss: %d bytes in %v, %d packets dropped; failovers %d, flows unprotected %d",
+						x.name, lossRate*100, tr.Bytes, tr.TimeTotal.Round(time.Millisecond), lost, st.Failovers,
+						st.Packets.Events["flows_unprotected"])
+					if crash && st.Failovers == 0 {
+						t.Error("the primary's crash caused no failover")
+					}
+					if !crash && st.Failovers != 0 {
+						t.Errorf("loss alone caused %d failovers: %+v", st.Failovers, st.LastFailover)
+					}
+				})
+			}
+		}
+	}
+}
