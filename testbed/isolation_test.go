@@ -155,10 +155,12 @@ func TestIsolation(t *testing.T) {
 				want[c.drop] += reps
 			}
 		}
+		// Frames lost on a full ring (a loaded host) never reach the count.
+		lost := after.KernelBypass.RingDrops - before.KernelBypass.RingDrops
 		for reason, n := range want {
 			// The probe of the stray's client draws a reset from it, which
 			// has no connection either: no_flow counts that too.
-			if got := after.Drops[reason] - before.Drops[reason]; got != n && !(reason == "no_flow" && got >= n) {
+			if got := after.Drops[reason] - before.Drops[reason]; got > n && reason != "no_flow" || got+lost < n {
 				t.Errorf("drops %q: %d more, want %d", reason, got, n)
 			}
 		}
