@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,72 +9,105 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // LoadResult is what a checking load client saw.
 type LoadResult struct {
 	Requests   int64            // requests answered 200 with the right body
-	Corrupt    int64            // bodies whose length or sha256 was wrong
-	Errors     int64            // transport errors, timeouts and non-200 statuses
+	Corrupt    int64            // bodies whose sha256 was wrong
+	Errors     int64            // connect, write and read errors, timeouts and non-200 statuses
 	Connects   int64            // connections opened
 	FirstError string           // the first error or corruption, for the log
 	ByPath     map[string]int64 // good answers per path
 }
 
-// Load runs conns keep-alive HTTP/1.1 clients against the VIP from the
-// client namespace until ctx ends, each requesting paths in turn and
-// checking every body against want (path -> sha256): a wrk whose every
-// reply is verified, not only counted. Its sockets are opened in the client
-// namespace; it runs in the test's own process.
-func (b *Bed) Load(ctx context.Context, conns int, want map[string]string) *LoadResult {
-	res := &LoadResult{ByPath: map[string]int64{}}
-	var connects atomic.Int64
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := inNS(b.Client(), func() (err error) {
-				c, err = dialer.DialContext(ctx, network, addr)
-				return err
-			})
-			if err == nil {
-				connects.Add(1)
-			}
-			return c, err
-		},
-		MaxIdleConnsPerHost: conns,
-		DisableCompression:  true,
+// LoadOptions shape Load's clients.
+type LoadOptions struct {
+	Conns int // concurrent connections
+	// MaxConnAge closes a connection, between two requests, once it is
+	// this old (0: never): a client that keeps a connection across two
+	// failovers of different servers loses it, as the flow lost its
+	// shadow at the first.
+	MaxConnAge time.Duration
+	Timeout    time.Duration // per request (default 10s)
+}
+
+// Load runs opts.Conns keep-alive HTTP/1.1 clients against the VIP from the
+// client namespace until ctx ends, each requesting the paths of want in
+// turn and checking every body against want (path -> sha256): a wrk whose
+// every reply is verified, not only counted. Each client speaks HTTP on its
+// own connection, with no retries, so every failure is counted; its
+// sockets are opened in the client namespace, in the test's own process.
+func (b *Bed) Load(ctx context.Context, opts LoadOptions, want map[string]string) *LoadResult {
+	if opts.Timeout == 0 {
+		opts.Timeout = 10 * time.Second
 	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	res := &LoadResult{ByPath: map[string]int64{}}
 	paths := make([]string, 0, len(want))
 	for p := range want {
 		paths = append(paths, p)
 	}
+	sort.Strings(paths)
 	var mu sync.Mutex
-	note := func(counter *int64, msg string) {
+	fail := func(counter *int64, format string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		*counter++
 		if res.FirstError == "" {
-			res.FirstError = msg
+			res.FirstError = fmt.Sprintf(format, a...)
 		}
 	}
 	var wg sync.WaitGroup
-	for w := range conns {
+	for w := range opts.Conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			h := sha256.New()
+			var conn net.Conn
+			var br *bufio.Reader
+			var opened time.Time
+			defer func() {
+				if conn != nil {
+					conn.Close()
+				}
+			}()
 			for i := w; ctx.Err() == nil; i++ {
+				if conn != nil && opts.MaxConnAge > 0 && time.Since(opened) > opts.MaxConnAge {
+					conn.Close()
+					conn = nil
+				}
+				if conn == nil {
+					err := inNS(b.Client(), func() (err error) {
+						conn, err = net.DialTimeout("tcp", net.JoinHostPort(VIP, "80"), opts.Timeout)
+						return err
+					})
+					if err != nil {
+						conn = nil
+						fail(&res.Errors, "connect: %v", err)
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+					mu.Lock()
+					res.Connects++
+					mu.Unlock()
+					br, opened = bufio.NewReader(conn), time.Now()
+				}
 				path := paths[i%len(paths)]
-				req, _ := http.NewRequestWithContext(context.WithoutCancel(ctx), "GET", URL(path), nil)
-				resp, err := client.Do(req)
+				conn.SetDeadline(time.Now().Add(opts.Timeout))
+				if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, VIP); err != nil {
+					fail(&res.Errors, "GET %s: write: %v", path, err)
+					conn.Close()
+					conn = nil
+					continue
+				}
+				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
-					note(&res.Errors, fmt.Sprintf("GET %s: %v", path, err))
+					fail(&res.Errors, "GET %s: read: %v", path, err)
+					conn.Close()
+					conn = nil
 					continue
 				}
 				h.Reset()
@@ -81,21 +115,24 @@ func (b *Bed) Load(ctx context.Context, conns int, want map[string]string) *Load
 				resp.Body.Close()
 				switch sum := hex.EncodeToString(h.Sum(nil)); {
 				case err != nil:
-					note(&res.Errors, fmt.Sprintf("GET %s: body: %v", path, err))
+					fail(&res.Errors, "GET %s: body: %v", path, err)
 				case resp.StatusCode != http.StatusOK:
-					note(&res.Errors, fmt.Sprintf("GET %s: status %d", path, resp.StatusCode))
+					fail(&res.Errors, "GET %s: status %d", path, resp.StatusCode)
 				case sum != want[path]:
-					note(&res.Corrupt, fmt.Sprintf("GET %s: body sha256 %s, want %s", path, sum, want[path]))
+					fail(&res.Corrupt, "GET %s: body sha256 %s, want %s", path, sum, want[path])
 				default:
 					mu.Lock()
 					res.Requests++
 					res.ByPath[path]++
 					mu.Unlock()
 				}
+				if err != nil || resp.Close {
+					conn.Close()
+					conn = nil
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	res.Connects = connects.Load()
 	return res
 }
