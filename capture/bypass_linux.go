@@ -79,6 +79,13 @@ func InstallBypass(cfg BypassConfig) (*Bypass, error) {
 		for _, e := range serverMatches(cfg) {
 			c.AddRule(&nftables.Rule{Table: b.table, Chain: b.server, Exprs: dropRule(etherIPv4(), e)})
 		}
+		// The VIPs live on no interface: a frame from the servers' LAN
+		// with a VIP for source is someone posing as the gateway's service,
+		// which the host would otherwise route to the clients.
+		for _, vip := range uniqAddrs(cfg.VIPs) {
+			c.AddRule(&nftables.Rule{Table: b.table, Chain: b.server, UserData: []byte(spoofedVIPTag),
+				Exprs: dropRule(etherIPv4(), ipAddr(12, expr.CmpOpEq, vip))})
+		}
 	}
 	b.fwd = c.AddChain(&nftables.Chain{Name: watchChainName, Table: b.watch, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: prio, Policy: &accept})
@@ -135,15 +142,22 @@ func (b *Bypass) Counters() (BypassCounters, error) {
 			return out, fmt.Errorf("capture: bypass counters: %s %s: %w", x.t.Name, x.ch.Name, err)
 		}
 		for _, r := range rules {
+			sum := x.sum
+			if string(r.UserData) == spoofedVIPTag {
+				sum = &out.SpoofedVIP
+			}
 			for _, e := range r.Exprs {
 				if ctr, ok := e.(*expr.Counter); ok {
-					*x.sum += ctr.Packets
+					*sum += ctr.Packets
 				}
 			}
 		}
 	}
 	return out, nil
 }
+
+// spoofedVIPTag marks the server-side rules that drop frames from a VIP.
+const spoofedVIPTag = "spoofed_vip"
 
 // clientMatches returns, per (VIP, port), the match expressions for
 // "ip daddr VIP tcp dport port".

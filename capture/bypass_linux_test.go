@@ -57,7 +57,8 @@ func TestBypass(t *testing.T) {
 		for _, want := range []string{"table netdev understudy", "chain client_ingress", "chain server_ingress",
 			`hook ingress device "` + tn.IfA + `" priority -500`, "table inet understudy_watch", "hook forward priority -500",
 			"ip daddr 10.77.0.1 tcp dport 80 counter packets 0 bytes 0 drop",
-			"ip saddr 10.77.0.2 ip daddr != 10.77.0.1 tcp sport 8080 counter packets 0 bytes 0 drop"} {
+			"ip saddr 10.77.0.2 ip daddr != 10.77.0.1 tcp sport 8080 counter packets 0 bytes 0 drop",
+			"ip saddr 10.77.0.1 counter packets 0 bytes 0 drop"} {
 			if !strings.Contains(rs, want) {
 				t.Errorf("ruleset lacks %q", want)
 			}
@@ -111,13 +112,17 @@ func TestBypass(t *testing.T) {
 			send(t, s, buildFrame(t, frameSpec{src: tn.IPB, dst: other, sport: 8080, dport: uint16(5000 + i)}))
 		}
 		send(t, s, buildFrame(t, frameSpec{src: tn.IPB, dst: other, sport: 8081, dport: 5000}))
+		// Frames posing as the VIP from the servers' side are dropped and
+		// counted apart, whatever their port.
+		send(t, s, buildFrame(t, frameSpec{src: tn.IPA, dst: other, sport: 80, dport: 5000}))
+		send(t, s, buildFrame(t, frameSpec{src: tn.IPA, dst: other, sport: 22, dport: 5000}))
 		time.Sleep(100 * time.Millisecond)
 		ctr, err := b.Counters()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ctr.ClientDropped < 1 || ctr.ServerDropped != 3 || ctr.KernelForwarded != 0 {
-			t.Errorf("Counters = %+v, want ClientDropped >= 1, ServerDropped 3, KernelForwarded 0", ctr)
+		if ctr.ClientDropped < 1 || ctr.ServerDropped != 3 || ctr.KernelForwarded != 0 || ctr.SpoofedVIP != 2 {
+			t.Errorf("Counters = %+v, want ClientDropped >= 1, ServerDropped 3, KernelForwarded 0, SpoofedVIP 2", ctr)
 		}
 
 		// The watch chain counts handled traffic the kernel forwards: install

@@ -67,4 +67,5 @@ type BypassCounters struct {
 	ClientDropped   uint64 // client packets dropped at client-interface ingress
 	ServerDropped   uint64 // server packets dropped at server-interface ingress
 	KernelForwarded uint64 // handled packets the host kernel tried to forward; must stay zero
+	SpoofedVIP      uint64 // frames from the servers' LAN with a VIP for source, dropped
 }

@@ -110,6 +110,7 @@ type BypassStatus struct {
 	ClientDropped   uint64 `json:"client_dropped"`
 	ServerDropped   uint64 `json:"server_dropped"`
 	KernelForwarded uint64 `json:"kernel_forwarded"`
+	SpoofedVIP      uint64 `json:"spoofed_vip"` // frames from the servers' LAN posing as a VIP
 	Error           string `json:"error,omitempty"`
 	RingDrops       uint64 `json:"ring_drops"`
 }
@@ -193,6 +194,12 @@ func (g *Gateway) Status() Status {
 		s.KernelBypass.ClientDropped = c.ClientDropped
 		s.KernelBypass.ServerDropped = c.ServerDropped
 		s.KernelBypass.KernelForwarded = c.KernelForwarded
+		s.KernelBypass.SpoofedVIP = c.SpoofedVIP
+		if s.KernelBypass.Error == "" {
+			// Dropped by the kernel for the gateway: counted with its own
+			// drops (only when read whole, so the counter never goes back).
+			s.Drops["spoofed_vip"] = c.SpoofedVIP
+		}
 	}
 	s.KernelBypass.RingDrops = g.ringDrops()
 	return s

@@ -75,7 +75,8 @@ func (b *Bed) kernelView(t *testing.T) kernelView {
 
 // TestIsolation: the gateway touches only VIP:port traffic; frames on the
 // server LAN that claim to be a server's reply from the wrong MAC, the wrong
-// address or to no connection are dropped and counted, and nothing a server
+// address (another server's, or the VIP's) or to no connection are dropped
+// and counted, and nothing a server
 // sends reaches the client unless that server is the flow's live leg; only
 // root may use the control socket.
 func TestIsolation(t *testing.T) {
@@ -134,6 +135,9 @@ func TestIsolation(t *testing.T) {
 			{"the backup's address from the primary's MAC", fromPri, seg(bak, client, nil), "server_mac_mismatch"},
 			{"the primary to a client port of no connection", fromPri,
 				seg(pri, netip.AddrPortFrom(clientIP, port+1), nil), "no_flow"},
+			// The VIP lives on no interface: from the LAN it is a fake the
+			// host would route to the client, were it not dropped.
+			{"the VIP's address from the LAN", fromPri, seg(vipPort, client, nil), "spoofed_vip"},
 			// The backup itself: its stream is never the client's while the
 			// primary lives, whatever it sends.
 			{"the backup, not the live leg", fromBak, seg(bak, client, nil), ""},
