@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-
 	"understudy/rewrite"
 )
 
@@ -558,32 +555,7 @@ func (r *flowRun) handle(fromClient bool) {
 // sendSACK is send for a pure ACK carrying SACK blocks, which Build does
 // not make: gopacket builds it.
 func (r *flowRun) sendSACK(fromClient bool, s *rewrite.Spec, blocks [][2]rewrite.Seq) {
-	var opts []layers.TCPOption
-	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
-	if s.HasTS {
-		d := make([]byte, 8)
-		put32(d[0:], s.TSval)
-		put32(d[4:], s.TSecr)
-		opts = append(opts, nop, nop, layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: d})
-	}
-	d := make([]byte, 8*len(blocks))
-	for i, bl := range blocks {
-		put32(d[8*i:], uint32(bl[0]))
-		put32(d[8*i+4:], uint32(bl[1]))
-	}
-	opts = append(opts, nop, nop, layers.TCPOption{OptionType: layers.TCPOptionKindSACK, OptionLength: uint8(2 + len(d)), OptionData: d})
-	eth := &layers.Ethernet{EthernetType: layers.EthernetTypeIPv4, SrcMAC: make([]byte, 6), DstMAC: make([]byte, 6)}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: s.Src[:], DstIP: s.Dst[:]}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.SrcPort), DstPort: layers.TCPPort(s.DstPort), Seq: uint32(s.Seq), Ack: uint32(s.Ack),
-		ACK: true, Window: s.Window, Options: opts}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		r.t.Fatal(err)
-	}
-	sb := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
-		r.t.Fatal(err)
-	}
-	n := copy(r.buf, sb.Bytes())
+	n := copy(r.buf, sackFrame(r.t, s, blocks))
 	if res := r.pkt.Parse(r.buf[:n], false, true); res != rewrite.OK {
 		r.t.Fatalf("SACK frame rejected: %v", res)
 	}

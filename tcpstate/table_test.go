@@ -494,38 +494,45 @@ func TestSACKTranslation(t *testing.T) {
 
 func (b *bed) feedSACK(s rewrite.Spec, blocks [][2]rewrite.Seq) []seg {
 	b.t.Helper()
-	// Build with gopacket: rewrite.Build makes no SACK blocks.
-	var opts []layers.TCPOption
-	if s.HasTS {
-		d := make([]byte, 8)
-		put32(d[0:], s.TSval)
-		put32(d[4:], s.TSecr)
-		opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop},
-			layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: d})
-	}
-	d := make([]byte, 8*len(blocks))
-	for i, bl := range blocks {
-		put32(d[8*i:], uint32(bl[0]))
-		put32(d[8*i+4:], uint32(bl[1]))
-	}
-	opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop},
-		layers.TCPOption{OptionType: layers.TCPOptionKindSACK, OptionLength: uint8(2 + len(d)), OptionData: d})
-	eth := &layers.Ethernet{EthernetType: layers.EthernetTypeIPv4, SrcMAC: make([]byte, 6), DstMAC: make([]byte, 6)}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: s.Src[:], DstIP: s.Dst[:]}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.SrcPort), DstPort: layers.TCPPort(s.DstPort), Seq: uint32(s.Seq), Ack: uint32(s.Ack),
-		ACK: true, Window: s.Window, Options: opts}
-	tcp.SetNetworkLayerForChecksum(ip)
-	sb := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
-		b.t.Fatal(err)
-	}
-	n := copy(b.buf, sb.Bytes())
+	n := copy(b.buf, sackFrame(b.t, &s, blocks))
 	if r := b.pkt.Parse(b.buf[:n], false, true); r != rewrite.OK {
 		b.t.Fatalf("SACK frame rejected: %v", r)
 	}
 	b.out.Reset()
 	b.tab.HandleClient(b.now, &b.pkt, b.out)
 	return b.collect()
+}
+
+// sackFrame builds a pure ACK carrying SACK blocks (and timestamps when s
+// has them) with gopacket: rewrite.Build makes no SACK blocks.
+func sackFrame(t testing.TB, s *rewrite.Spec, blocks [][2]rewrite.Seq) []byte {
+	t.Helper()
+	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
+	var opts []layers.TCPOption
+	if s.HasTS {
+		d := make([]byte, 8)
+		put32(d[0:], s.TSval)
+		put32(d[4:], s.TSecr)
+		opts = append(opts, nop, nop, layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: d})
+	}
+	d := make([]byte, 8*len(blocks))
+	for i, bl := range blocks {
+		put32(d[8*i:], uint32(bl[0]))
+		put32(d[8*i+4:], uint32(bl[1]))
+	}
+	opts = append(opts, nop, nop, layers.TCPOption{OptionType: layers.TCPOptionKindSACK, OptionLength: uint8(2 + len(d)), OptionData: d})
+	eth := &layers.Ethernet{EthernetType: layers.EthernetTypeIPv4, SrcMAC: make([]byte, 6), DstMAC: make([]byte, 6)}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: s.Src[:], DstIP: s.Dst[:]}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.SrcPort), DstPort: layers.TCPPort(s.DstPort), Seq: uint32(s.Seq), Ack: uint32(s.Ack),
+		ACK: true, Window: s.Window, Options: opts}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	sb := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
+		t.Fatal(err)
+	}
+	return sb.Bytes()
 }
 
 func put32(b []byte, v uint32) {
