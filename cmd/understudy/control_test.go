@@ -22,13 +22,7 @@ import (
 func TestControlCommandsWithoutDaemon(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.sock")
-	stale := filepath.Join(dir, "stale.sock")
-	ln, err := net.Listen("unix", stale)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close()
+	stale := staleSocket(t, filepath.Join(dir, "stale.sock"))
 
 	commands := [][]string{{"status"}, {"status", "--json"}, {"flows"}, {"flows", "--json"}, {"failover"},
 		{"failover", "--to", "backup"}, {"drain", "primary"}, {"drain", "--undo", "backup"}, {"undrain", "primary"}}
@@ -158,13 +152,7 @@ func TestBindControl(t *testing.T) {
 	}
 
 	// Stale: replaced, and said so.
-	stale := filepath.Join(dir, "stale.sock")
-	ln, err := net.Listen("unix", stale)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close()
+	stale := staleSocket(t, filepath.Join(dir, "stale.sock"))
 	c, err = bindControl(stale, log)
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)
@@ -235,4 +223,17 @@ func TestPrintStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// staleSocket leaves at path the socket file a crashed gateway leaves: bound
+// once, nobody listening.
+func staleSocket(t *testing.T, path string) string {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	return path
 }
