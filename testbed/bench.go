@@ -212,12 +212,14 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 		stall50.Values[Kernel] = math.NaN()
 		stall50.Notes[Kernel] = "no backup"
 		stall99.Values[Kernel] = math.NaN()
+		stall99.Notes[Kernel] = "no backup"
 	}
 	if cfg.HAProxyFailovers > 0 {
 		outcome := b.haproxyFailovers(cfg.HAProxyFailovers, cfg.FailoverFile)
 		stall50.Values[HAProxy] = math.NaN()
 		stall99.Values[HAProxy] = math.NaN()
 		stall50.Notes[HAProxy] = outcome
+		stall99.Notes[HAProxy] = "see p50"
 	}
 	figs = append(figs, stall50, stall99)
 
@@ -226,6 +228,13 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 		held := newFigure(fmt.Sprintf("gateway RSS, %d idle flows", cfg.Flows), "MiB", false)
 		per := newFigure("gateway memory per idle flow", "bytes", false)
 		for _, sys := range Systems {
+			if sys == Kernel {
+				for _, f := range []*Figure{idle, held, per} {
+					f.Values[sys] = math.NaN()
+				}
+				idle.Notes[sys] = "conntrack, not a process"
+				continue
+			}
 			want := cfg.Flows
 			if sys == HAProxy {
 				want = min(want, HAProxyMaxConn-500)
@@ -233,13 +242,6 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			r0, r1, n, err := b.flowMemory(sys, want, cfg.GatewayArgs)
 			if err != nil {
 				fail("%s: %d flows: %v", sys, cfg.Flows, err)
-			}
-			if sys == Kernel {
-				for _, f := range []*Figure{idle, held, per} {
-					f.Values[sys] = math.NaN()
-				}
-				idle.Notes[sys] = "conntrack, not a process"
-				continue
 			}
 			if n > 0 {
 				idle.Values[sys] = float64(r0) / (1 << 20)

@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 )
@@ -48,7 +47,6 @@ func BenchmarkPcapCost(b *testing.B) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	median := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
 	off, on := median(rates[false]), median(rates[true])
 	b.Logf("64 MiB downloads, median of %d: %.0f MB/s without --pcap, %.0f MB/s with (%.0f%%); capture kept %.0f frames, dropped %.0f (%.2f%%)",
 		rounds, off, on, 100*on/off, written, dropped, 100*dropped/(written+dropped))

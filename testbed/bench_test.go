@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,10 +62,16 @@ func TestBenchSmoke(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("\n%s", rep.Markdown())
+	// Every figure has a number for every system, or a note saying why it
+	// has none; understudy's figures all have numbers.
 	for _, f := range rep.Figures {
 		for _, sys := range Systems {
-			if _, ok := f.Values[sys]; !ok {
+			v, ok := f.Values[sys]
+			switch {
+			case !ok:
 				t.Errorf("%s: no value for %s", f.Name, sys)
+			case math.IsNaN(v) && (sys == Understudy || f.Notes[sys] == ""):
+				t.Errorf("%s: %s was not measured", f.Name, sys)
 			}
 		}
 	}

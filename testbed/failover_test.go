@@ -21,12 +21,12 @@ import (
 // client, both servers and the gateway) from being taken for a failed one:
 // under wrk, probe latency reaches tens of milliseconds. A refused probe
 // (crash) still fails at once; a silent host takes about three timeouts.
+var failoverArgs = []string{"--probe-interval", "10ms", "--probe-timeout", "50ms", "--probe-misses", "3", "--probe-rise", "3", "--probe-http", "/index.html"}
+
 // loadArgs tolerate more under wrk, which saturates both cores: probes then
 // wait up to hundreds of milliseconds, and a false alarm on the backup would
 // leave the flows unprotected when the primary really fails.
 var loadArgs = []string{"--probe-interval", "10ms", "--probe-timeout", "100ms", "--probe-misses", "5", "--probe-rise", "3", "--probe-http", "/index.html"}
-
-var failoverArgs = []string{"--probe-interval", "10ms", "--probe-timeout", "50ms", "--probe-misses", "3", "--probe-rise", "3", "--probe-http", "/index.html"}
 
 const (
 	// faultAt is how far into a transfer the fault comes.

@@ -166,19 +166,14 @@ func (b *Bed) startGateway(clean bool, extraArgs ...string) *Proc {
 
 // StatusJSON is the output of "understudy status --json".
 func (b *Bed) StatusJSON() (json.RawMessage, error) {
-	bin := binary(b.t, b.Root, "understudy")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "status", "--json", "--control", b.ControlSocket())
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("understudy status: %v: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	out, err := b.Understudy("status", "--json")
+	if err != nil {
+		return nil, err
 	}
-	if !json.Valid(stdout.Bytes()) {
-		return nil, fmt.Errorf("understudy status --json printed invalid JSON: %q", stdout.Bytes())
+	if !json.Valid([]byte(out)) {
+		return nil, fmt.Errorf("understudy status --json printed invalid JSON: %q", out)
 	}
-	return stdout.Bytes(), nil
+	return json.RawMessage(out), nil
 }
 
 // Status is "understudy status --json" decoded into a map.

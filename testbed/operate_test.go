@@ -319,7 +319,7 @@ func TestOperateMetricsAndPcap(t *testing.T) {
 }
 
 // nftTables lists the nftables tables of the gateway's namespace.
-func nftTables(t *testing.T, b *Bed) string {
+func nftTables(t testing.TB, b *Bed) string {
 	t.Helper()
 	out, err := b.Output(b.Gateway(), "nft", "list", "tables")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,10 +35,7 @@ func TestGatewayRestart(t *testing.T) {
 	if run.Done() {
 		t.Fatal("the download ended before the gateway was killed")
 	}
-	if err := gw.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	gw.Wait()
+	gw.Kill()
 	if _, err := os.Stat(b.ControlSocket()); err != nil {
 		t.Fatalf("the killed gateway left no control socket to replace: %v", err)
 	}
@@ -90,12 +86,8 @@ func TestGatewayRestart(t *testing.T) {
 // bypassTables counts the gateway's nftables tables in the gateway namespace.
 func (b *Bed) bypassTables() int {
 	b.t.Helper()
-	out, err := b.Output(b.Gateway(), "nft", "list", "tables")
-	if err != nil {
-		b.t.Fatal(err)
-	}
 	n := 0
-	for _, l := range strings.Split(out, "\n") {
+	for _, l := range strings.Split(nftTables(b.t, b), "\n") {
 		if f := strings.Fields(l); len(f) == 3 && f[0] == "table" && strings.HasPrefix(f[2], "understudy") {
 			n++
 		}
