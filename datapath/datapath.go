@@ -306,9 +306,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}
 		g.transmit()
-		for i := range g.lastData {
-			g.lastData[i].Store(g.table.LastData(i))
-		}
 		g.logEvents(now)
 		g.mu.Unlock()
 	}
@@ -329,7 +326,8 @@ func (g *Gateway) drain(side int, now int64) int {
 	}
 	g.transmit()
 	if side == 1 && n > 0 {
-		// The monitor's goroutines read these while the loop runs on.
+		// Only server frames move these; the monitor's goroutines read
+		// them while the loop runs on.
 		for i := range g.lastData {
 			g.lastData[i].Store(g.table.LastData(i))
 		}

@@ -86,12 +86,13 @@ func (g *Gateway) Drain(server string, on bool) (DrainResult, error) {
 				g.names[i], g.names[o], r.Health[o], g.names[i], g.names[o])
 		}
 	}
+	using := g.flowsUsing(i)
 	if g.drained[i] != on {
 		g.drained[i] = on
 		g.applyRoles()
-		g.log.Info("drain", "server", g.names[i], "drained", on, "flows_using_it", g.flowsUsing(i))
+		g.log.Info("drain", "server", g.names[i], "drained", on, "flows_using_it", using)
 	}
-	return DrainResult{Server: g.names[i], Drained: on, Flows: g.flowsUsing(i), NewFlows: g.newFlows()}, nil
+	return DrainResult{Server: g.names[i], Drained: on, Flows: using, NewFlows: g.newFlows()}, nil
 }
 
 // flowsUsing counts the open flows with a leg on server. Called with g.mu held.

@@ -250,8 +250,8 @@ func sumRingDrops(rings []ringStats) uint64 {
 
 // FlowInfo is one flow as `understudy flows` shows it.
 type FlowInfo struct {
-	Client     string `json:"client"`
-	VIP        string `json:"vip"`
+	Client     netip.AddrPort `json:"client"`
+	VIP        netip.AddrPort `json:"vip"`
 	State      string `json:"state"`
 	Protection string `json:"protection"` // protected, unprotected or diverged
 	Why        string `json:"why,omitempty"`
@@ -267,8 +267,8 @@ func (g *Gateway) Flows() []FlowInfo {
 	g.table.ForEach(func(f *tcpstate.Flow) {
 		k := f.Key()
 		fi := FlowInfo{
-			Client:     netip.AddrPortFrom(netip.AddrFrom4(k.Client), k.CPort).String(),
-			VIP:        netip.AddrPortFrom(netip.AddrFrom4(k.VIP), k.VPort).String(),
+			Client:     netip.AddrPortFrom(netip.AddrFrom4(k.Client), k.CPort),
+			VIP:        netip.AddrPortFrom(netip.AddrFrom4(k.VIP), k.VPort),
 			State:      f.State().String(),
 			Protection: "protected",
 			FromClient: f.BytesFromClient(),

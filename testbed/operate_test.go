@@ -398,7 +398,7 @@ func TestOperateShutdownAndRestart(t *testing.T) {
 	if !waitFor(10*time.Second, func() bool {
 		for _, f := range flowsJSON(t, b) {
 			if f.State == "established" && f.ToClient > 0 {
-				fmt.Sscanf(f.Client[strings.LastIndex(f.Client, ":")+1:], "%d", &port)
+				port = int(f.Client.Port())
 				return true
 			}
 		}

@@ -300,13 +300,7 @@ func printFlows(w io.Writer, body []byte) error {
 	if err := json.Unmarshal(body, &flows); err != nil {
 		return fmt.Errorf("flows: decode reply: %w", err)
 	}
-	cmp := compareAddrPort
-	sort.SliceStable(flows, func(i, j int) bool {
-		if c := cmp(flows[i].VIP, flows[j].VIP); c != 0 {
-			return c < 0
-		}
-		return cmp(flows[i].Client, flows[j].Client) < 0
-	})
+	sortFlows(flows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tVIP\tSTATE\tPROTECTION\tFROM CLIENT\tTO CLIENT\tLIVE")
 	for _, f := range flows {

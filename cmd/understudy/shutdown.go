@@ -2,7 +2,7 @@ package main
 
 import (
 	"log/slog"
-	"net/netip"
+	"slices"
 	"sort"
 
 	"understudy/datapath"
@@ -39,12 +39,7 @@ func reportShutdown(log *slog.Logger, st datapath.Status, flows []datapath.FlowI
 		slog.Group("unprotected_why", why...),
 		slog.Group("open_by_protection", "protected", byProt["protected"], "unprotected", byProt["unprotected"], "diverged", byProt["diverged"]),
 		"failovers", st.Failovers)
-	sort.SliceStable(open, func(i, j int) bool {
-		if c := compareAddrPort(open[i].VIP, open[j].VIP); c != 0 {
-			return c < 0
-		}
-		return compareAddrPort(open[i].Client, open[j].Client) < 0
-	})
+	sortFlows(open)
 	for i, f := range open {
 		if i == limit {
 			log.Warn("more flows open at shutdown, not listed", "not_listed", len(open)-limit)
@@ -68,19 +63,12 @@ func sortedNames(m map[string]int) []string {
 	return keys
 }
 
-// compareAddrPort orders "ip:port" strings as addresses, falling back to
-// the strings.
-func compareAddrPort(a, b string) int {
-	pa, erra := netip.ParseAddrPort(a)
-	pb, errb := netip.ParseAddrPort(b)
-	if erra != nil || errb != nil {
-		switch {
-		case a < b:
-			return -1
-		case a > b:
-			return 1
+// sortFlows orders flows by VIP, then client.
+func sortFlows(flows []datapath.FlowInfo) {
+	slices.SortStableFunc(flows, func(a, b datapath.FlowInfo) int {
+		if c := a.VIP.Compare(b.VIP); c != 0 {
+			return c
 		}
-		return 0
-	}
-	return pa.Compare(pb)
+		return a.Client.Compare(b.Client)
+	})
 }

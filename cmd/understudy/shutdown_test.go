@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -15,11 +16,11 @@ func TestReportShutdown(t *testing.T) {
 		ByState:        map[string]int{"established": 3, "closing": 0, "time_wait": 1, "closed": 1, "syn_sent": 0},
 		UnprotectedWhy: map[string]int{"took_over": 2, "drained": 1}}, Failovers: 1}
 	flows := []datapath.FlowInfo{
-		{Client: "198.51.100.9:5000", VIP: "192.0.2.100:80", State: "established", Protection: "protected", Live: "primary", FromClient: 10, ToClient: 20},
-		{Client: "198.51.100.10:5000", VIP: "192.0.2.100:80", State: "established", Protection: "unprotected", Why: "took_over", Live: "backup"},
-		{Client: "198.51.100.2:7", VIP: "192.0.2.100:80", State: "established", Protection: "diverged", Why: "diverged", Live: "primary"},
-		{Client: "198.51.100.3:7", VIP: "192.0.2.100:80", State: "time_wait", Protection: "protected", Live: "primary"},
-		{Client: "198.51.100.4:7", VIP: "192.0.2.100:80", State: "closed", Protection: "unprotected", Why: "took_over", Live: "backup"},
+		{Client: netip.MustParseAddrPort("198.51.100.9:5000"), VIP: netip.MustParseAddrPort("192.0.2.100:80"), State: "established", Protection: "protected", Live: "primary", FromClient: 10, ToClient: 20},
+		{Client: netip.MustParseAddrPort("198.51.100.10:5000"), VIP: netip.MustParseAddrPort("192.0.2.100:80"), State: "established", Protection: "unprotected", Why: "took_over", Live: "backup"},
+		{Client: netip.MustParseAddrPort("198.51.100.2:7"), VIP: netip.MustParseAddrPort("192.0.2.100:80"), State: "established", Protection: "diverged", Why: "diverged", Live: "primary"},
+		{Client: netip.MustParseAddrPort("198.51.100.3:7"), VIP: netip.MustParseAddrPort("192.0.2.100:80"), State: "time_wait", Protection: "protected", Live: "primary"},
+		{Client: netip.MustParseAddrPort("198.51.100.4:7"), VIP: netip.MustParseAddrPort("192.0.2.100:80"), State: "closed", Protection: "unprotected", Why: "took_over", Live: "backup"},
 	}
 	cases := []struct {
 		name    string
