@@ -153,7 +153,7 @@ type flowRun struct {
 	events    []string
 }
 
-// runFlowScript plays the script in data and returns the run, for its events.
+// runFlowScript plays the script in data and returns the run, for its outcome.
 func runFlowScript(t *testing.T, data []byte) *flowRun {
 	sc := &script{b: data}
 	r := &flowRun{
@@ -763,4 +763,39 @@ func cat(parts ...[]byte) []byte {
 		b = append(b, p...)
 	}
 	return b
+}
+
+// TestFlowSeeds: each seed reaches the outcome its script is for, so a change
+// that turns a seed into a script of skipped steps cannot pass unnoticed.
+func TestFlowSeeds(t *testing.T) {
+	cases := []struct {
+		name                       string
+		fin                        bool // the client got the whole reply and its FIN
+		takeovers, unprotected, rs uint64
+	}{
+		{name: "download", fin: true},
+		{name: "upload", fin: true},
+		{name: "primary fails mid-reply", fin: true, takeovers: 1},
+		{name: "primary resets mid-reply", takeovers: 1},
+		{name: "backup fails", fin: true, unprotected: 1},
+		{name: "SACK then primary fails", takeovers: 1},
+		{name: "no backup SYN-ACK, then the primary fails", unprotected: 1, rs: 1},
+		{name: "primary fails before its SYN-ACK reaches the client", takeovers: 1},
+	}
+	if len(cases) != len(flowSeeds) {
+		t.Fatalf("%d outcomes for %d seeds", len(cases), len(flowSeeds))
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runFlowScript(t, flowSeeds[i])
+			c := r.tab.Stats.Counters
+			if r.rcvFin != tc.fin || c[Takeovers] != tc.takeovers || c[FlowsUnprotected] != tc.unprotected || c[FlowsReset] != tc.rs {
+				t.Errorf("fin %v, takeovers %d, unprotected %d, reset %d; want %v, %d, %d, %d",
+					r.rcvFin, c[Takeovers], c[FlowsUnprotected], c[FlowsReset], tc.fin, tc.takeovers, tc.unprotected, tc.rs)
+			}
+			if tc.rs == 0 && r.rcvNxt == 0 {
+				t.Error("the client was sent no reply")
+			}
+		})
+	}
 }

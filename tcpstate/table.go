@@ -535,14 +535,21 @@ func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
 // shown: from the gated ack (the client may answer a segment carrying it) to
 // the furthest right edge any leg offers. A blind reset must land inside it.
 func (t *Table) clientRSTInWindow(f *Flow, s rewrite.Seq) bool {
-	first, last := f.ackSent, f.reSent
+	first, last := f.clientWindow()
+	return !s.LessThan(first) && !last.LessThan(s)
+}
+
+// clientWindow is the window the client was shown: from the lowest ack any
+// leg or the gateway sent it to the furthest right edge any leg offers.
+func (f *Flow) clientWindow() (first, last rewrite.Seq) {
+	first, last = f.ackSent, f.reSent
 	for i := range f.legs {
 		if l := &f.legs[i]; l.up && l.synAck {
 			first = rewrite.SeqMin(first, l.ack)
 			last = rewrite.SeqMax(last, l.rightEdge)
 		}
 	}
-	return !s.LessThan(first) && !last.LessThan(s)
+	return first, last
 }
 
 // badFlags reports flag combinations no TCP endpoint sends: SYN with FIN or
@@ -575,13 +582,7 @@ func (t *Table) clientAcceptable(f *Flow, p *rewrite.Packet) (Drop, bool) {
 			return DropOutOfWindow, false
 		}
 	}
-	first, last := f.ackSent, f.reSent
-	for i := range f.legs {
-		if l := &f.legs[i]; l.up && l.synAck {
-			first = rewrite.SeqMin(first, l.ack)
-			last = rewrite.SeqMax(last, l.rightEdge)
-		}
-	}
+	first, last := f.clientWindow()
 	seq := p.Seq()
 	if last.LessThan(seq) {
 		return DropOutOfWindow, false
