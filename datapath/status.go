@@ -252,12 +252,12 @@ func sumRingDrops(rings []ringStats) uint64 {
 type FlowInfo struct {
 	Client     netip.AddrPort `json:"client"`
 	VIP        netip.AddrPort `json:"vip"`
-	State      string `json:"state"`
-	Protection string `json:"protection"` // protected, unprotected or diverged
-	Why        string `json:"why,omitempty"`
-	FromClient uint64 `json:"bytes_from_client"`
-	ToClient   uint64 `json:"bytes_to_client"`
-	Live       string `json:"live"` // primary or backup
+	State      string         `json:"state"`
+	Protection string         `json:"protection"` // protected, unprotected or diverged
+	Why        string         `json:"why,omitempty"`
+	FromClient uint64         `json:"bytes_from_client"`
+	ToClient   uint64         `json:"bytes_to_client"`
+	Live       string         `json:"live"` // primary or backup
 }
 
 // Flows takes a snapshot of every flow under the datapath's lock.
