@@ -231,8 +231,8 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			if sys == Kernel {
 				for _, f := range []*Figure{idle, held, per} {
 					f.Values[sys] = math.NaN()
+					f.Notes[sys] = "conntrack, not a process"
 				}
-				idle.Notes[sys] = "conntrack, not a process"
 				continue
 			}
 			want := cfg.Flows
