@@ -216,34 +216,32 @@ func (p *Packet) parseOptions(i, end int) Reason {
 		if n < 2 || i+n > end {
 			return ReasonBadOption
 		}
+		var slot *uint8
+		want := n
 		switch kind {
 		case optMSS:
-			if n != optMSSLen {
-				return ReasonBadOption
-			}
-			p.mss = uint8(i)
+			slot, want = &p.mss, optMSSLen
 		case optWS:
-			if n != optWSLen {
-				return ReasonBadOption
-			}
-			p.ws = uint8(i)
+			slot, want = &p.ws, optWSLen
 		case optSACKPerm:
-			if n != optSACKPermLen {
-				return ReasonBadOption
-			}
-			p.sackPerm = uint8(i)
+			slot, want = &p.sackPerm, optSACKPermLen
 		case optTS:
-			if n != optTSLen {
-				return ReasonBadOption
-			}
-			p.ts = uint8(i)
+			slot, want = &p.ts, optTSLen
 		case optSACK:
 			k := (n - 2) / sackBlockLen
 			if (n-2)%sackBlockLen != 0 || k < 1 || k > MaxSACK {
 				return ReasonBadOption
 			}
-			p.sack = uint8(i)
+			slot = &p.sack
 			p.nsack = uint8(k)
+		}
+		if slot != nil {
+			// A second copy of an option the gateway rewrites would
+			// reach the other side untranslated.
+			if n != want || *slot != 0 {
+				return ReasonBadOption
+			}
+			*slot = uint8(i)
 		}
 		i += n
 	}

@@ -224,6 +224,8 @@ func TestParseReject(t *testing.T) {
 		{"timestamps length 8", opts(8, 8, 0, 0, 0, 0, 0, 0), false, ReasonBadOption},
 		{"sack length 11", opts(5, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1), false, ReasonBadOption},
 		{"sack length 2", opts(5, 2, 1, 1), false, ReasonBadOption},
+		{"mss twice", opts(2, 4, 5, 180, 2, 4, 5, 180), false, ReasonBadOption},
+		{"sack twice", opts(5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 5, 10, 0, 0, 0, 3, 0, 0, 0, 4), false, ReasonBadOption},
 		{"sack past header", opts(1, 1, 5, 18, 0, 0, 0, 0, 0, 0, 0, 0), false, ReasonBadOption},
 		{"bad tcp checksum", func(t *testing.T) []byte {
 			f := base(t)
