@@ -17,6 +17,7 @@ type Batch struct {
 	bufs   [][]byte
 	msgs   []unix.Mmsghdr
 	iovs   []unix.Iovec
+	errs   []error // each queued frame's fate, from send until settle
 	n      int
 	report func(frame []byte, err error)
 }
@@ -29,7 +30,8 @@ var ErrFrameTooLarge = errors.New("capture: frame larger than the batch's frame 
 // (err nil) or refused (ENOBUFS, EMSGSIZE, ENETDOWN ..., or
 // ErrFrameTooLarge); the frame is only valid during the call.
 func (s *Sender) NewBatch(size, frameSize int, report func(frame []byte, err error)) *Batch {
-	b := &Batch{s: s, bufs: make([][]byte, size), msgs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size), report: report}
+	b := &Batch{s: s, bufs: make([][]byte, size), msgs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size),
+		errs: make([]error, size), report: report}
 	mem := make([]byte, size*frameSize)
 	for i := range b.bufs {
 		b.bufs[i] = mem[i*frameSize : (i+1)*frameSize : (i+1)*frameSize]
@@ -66,6 +68,13 @@ func (b *Batch) Add(frame []byte) (failed int) {
 // skipped and the rest are still sent. The socket blocks while the device
 // queue is full, as Send does.
 func (b *Batch) Flush() (failed int) {
+	b.send()
+	return b.settle()
+}
+
+// send transmits the queued frames and records each one's fate; it reports
+// nothing, so that it may run on another goroutine than the batch's owner.
+func (b *Batch) send() {
 	for i := 0; i < b.n; {
 		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd),
 			uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), 0, 0, 0)
@@ -74,19 +83,28 @@ func (b *Batch) Flush() (failed int) {
 			continue
 		case errno != 0:
 			// The first frame left failed; the kernel says nothing of the rest.
-			b.tell(b.bufs[i][:b.iovs[i].Len], errno)
-			failed++
+			b.errs[i] = errno
 			i++
 		case r == 0:
 			for ; i < b.n; i++ {
-				b.tell(b.bufs[i][:b.iovs[i].Len], unix.EIO)
-				failed++
+				b.errs[i] = unix.EIO
 			}
 		default:
 			for end := i + int(r); i < end; i++ {
-				b.tell(b.bufs[i][:b.iovs[i].Len], nil)
+				b.errs[i] = nil
 			}
 		}
+	}
+}
+
+// settle tells report the fate send recorded for each frame, empties the
+// batch and returns how many frames failed.
+func (b *Batch) settle() (failed int) {
+	for i := 0; i < b.n; i++ {
+		if b.errs[i] != nil {
+			failed++
+		}
+		b.tell(b.bufs[i][:b.iovs[i].Len], b.errs[i])
 	}
 	b.n = 0
 	return failed

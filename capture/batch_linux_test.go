@@ -88,3 +88,80 @@ func TestSpin(t *testing.T) {
 		}
 	})
 }
+
+func TestPipe(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		r := openRing(t, tn.IfA, testVIP, 80, RingConfig{FrameCount: 1024})
+		s := openSenderIn(t, tn.NSB, tn.IfB)
+		var reported []uint16 // source ports, in the order frames were reported
+		refused := 0
+		p := s.NewPipe(3, 8, 1600, 2, func(frame []byte, err error) {
+			if err != nil {
+				refused++
+				return
+			}
+			reported = append(reported, uint16(frame[34])<<8|uint16(frame[35]))
+		})
+		frame := func(port int) []byte {
+			return buildFrame(t, frameSpec{src: tn.IPB, dst: testVIP, sport: uint16(port), dport: 80, payload: 100})
+		}
+		// A short batch with nothing in flight goes out at once, reported
+		// before Send returns.
+		p.Add(frame(1000))
+		p.Send()
+		if len(reported) != 1 {
+			t.Fatalf("inline send: %d frames reported, want 1", len(reported))
+		}
+		// A stream larger than every batch together is handed over in
+		// order, waiting for batches to come back when all are in flight.
+		const n = 300
+		for i := 1; i < n; i++ {
+			if i == 100 {
+				big := make([]byte, 14+1500+1) // over the MTU: refused by the kernel
+				copy(big, frame(1)[:14])
+				p.Add(big)
+				p.Add(make([]byte, 2000)) // over the pipe's frame size
+			}
+			p.Add(frame(1000 + i))
+			if i%20 == 0 {
+				p.Send()
+			}
+		}
+		p.Wait()
+		if refused != 2 || len(reported) != n {
+			t.Fatalf("%d frames reported sent and %d refused, want %d and 2", len(reported), refused, n)
+		}
+		for i, port := range reported {
+			if port != uint16(1000+i) {
+				t.Fatalf("frame %d reported with port %d: out of order", i, port)
+			}
+		}
+		got := 0
+		deadline := time.Now().Add(2 * time.Second)
+		for got < n && time.Now().Before(deadline) {
+			fr, ok := r.Next()
+			if !ok {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			if port := uint16(fr.Data[34])<<8 | uint16(fr.Data[35]); port != uint16(1000+got) {
+				t.Fatalf("frame %d arrived with port %d: out of order", got, port)
+			}
+			r.Release()
+			got++
+		}
+		if got != n {
+			t.Fatalf("%d frames arrived, want %d", got, n)
+		}
+		f := frame(1)
+		if a := testing.AllocsPerRun(200, func() {
+			for range 10 {
+				p.Add(f)
+			}
+			p.Send()
+		}); a != 0 {
+			t.Errorf("Pipe.Add and Send: %v allocs/op", a)
+		}
+		p.Close()
+	})
+}

@@ -64,8 +64,8 @@ type Gateway struct {
 	rings          []*capture.Ring // [client, server]
 	clientTx       *capture.Sender
 	serverTx       *capture.Sender
-	clientBatch    *capture.Batch // frames queued for clientTx
-	serverBatch    *capture.Batch
+	clientPipe     *capture.Pipe // frames queued for clientTx
+	serverPipe     *capture.Pipe
 	clientNeigh    *capture.Neighbors
 	serverNeigh    *capture.Neighbors
 	bypass         *capture.Bypass
@@ -202,11 +202,11 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	// Room for a full-MTU frame plus the option space Build reserves.
 	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU()) + 64
 	g.out = tcpstate.NewOutput(frame)
-	// A ring batch's output is sent with one sendmmsg per side: room for
-	// the frames a batch of segments usually makes (a data segment makes
-	// one, a client ACK up to three).
-	g.clientBatch = g.clientTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ClientSide, f, err) })
-	g.serverBatch = g.serverTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ServerSide, f, err) })
+	// A ring batch's output is sent with one sendmmsg per side, from a
+	// goroutine per side: room for the frames a batch of segments usually
+	// makes (a data segment makes one, a client ACK up to three).
+	g.clientPipe = g.clientTx.NewPipe(txDepth, 2*batch, frame, txInline, func(f []byte, err error) { g.txDone(tcpstate.ClientSide, f, err) })
+	g.serverPipe = g.serverTx.NewPipe(txDepth, 2*batch, frame, txInline, func(f []byte, err error) { g.txDone(tcpstate.ServerSide, f, err) })
 	return g, nil
 }
 
@@ -239,6 +239,13 @@ func services(ss []tcpstate.Service) (vips [][4]byte, ports []uint16) {
 // the host never answers handled traffic while the gateway still holds it.
 func (g *Gateway) Close() error {
 	var errs []error
+	g.mu.Lock() // the pipes report to the counters status reads
+	for _, p := range []*capture.Pipe{g.clientPipe, g.serverPipe} {
+		if p != nil {
+			p.Close()
+		}
+	}
+	g.mu.Unlock()
 	for _, r := range g.rings {
 		errs = append(errs, r.Close())
 	}
@@ -271,6 +278,14 @@ const batch = 64
 
 // maxRounds bounds the batches of one loop iteration.
 const maxRounds = 16
+
+// txDepth is how many batches each side's transmit goroutine may have in
+// hand; txInline is the largest batch the loop sends itself when its
+// goroutine is idle (see capture.Pipe).
+const (
+	txDepth  = 4
+	txInline = 4
+)
 
 // Run moves frames until ctx is cancelled, and runs failure detection
 // beside them.
@@ -309,6 +324,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.logEvents(now)
 		g.mu.Unlock()
 	}
+	// Every frame handed over is counted before Run returns.
+	g.mu.Lock()
+	g.clientPipe.Wait()
+	g.serverPipe.Wait()
+	g.mu.Unlock()
 	return nil
 }
 
@@ -323,6 +343,13 @@ func (g *Gateway) drain(side int, now int64) int {
 		}
 		g.handle(side, fr, now)
 		r.Release()
+	}
+	// What the batch's segments deferred to its end: the ACKs that
+	// shadow legs are owed, one per flow instead of one per segment.
+	for more := n > 0; more; {
+		g.out.Reset()
+		more = g.table.Flush(g.out)
+		g.flush()
 	}
 	g.transmit()
 	if side == 1 && n > 0 {
@@ -381,9 +408,9 @@ func (g *Gateway) flush() {
 		}
 		var dst [4]byte
 		copy(dst[:], f[rewrite.EthLen+16:rewrite.EthLen+20])
-		tx, neigh, q := g.serverTx, g.serverNeigh, g.serverBatch
+		tx, neigh, q := g.serverTx, g.serverNeigh, g.serverPipe
 		if o.Side == tcpstate.ClientSide {
-			tx, neigh, q = g.clientTx, g.clientNeigh, g.clientBatch
+			tx, neigh, q = g.clientTx, g.clientNeigh, g.clientPipe
 		}
 		mac, ok := neigh.Lookup(dst)
 		if !ok && o.Side == tcpstate.ClientSide {
@@ -405,10 +432,11 @@ func (g *Gateway) flush() {
 	g.out.Reset()
 }
 
-// transmit sends the queued frames, one system call per side.
+// transmit hands the queued frames to each side's goroutine, one system
+// call per side, and counts the frames sent since the last call.
 func (g *Gateway) transmit() {
-	g.clientBatch.Flush()
-	g.serverBatch.Flush()
+	g.clientPipe.Send()
+	g.serverPipe.Send()
 }
 
 // txDone counts a frame the kernel took, or the drop of one it refused.

@@ -6,7 +6,8 @@ import (
 	"understudy/rewrite"
 )
 
-// Work a flow still owes after a takeover, done by Tick as output room allows.
+// Work a flow owes, done by Flush or Tick as output room allows: after a
+// takeover, and the acknowledgements of shadow legs, coalesced per batch.
 const (
 	kickFence0    uint8 = 1 << iota // RST to leg 0's server: clear its stale state
 	kickFence1                      // RST to leg 1's server
@@ -14,6 +15,8 @@ const (
 	kickSynAck                      // the new live leg may answer the handshake
 	kickRelease                     // gating changed: ack, window or FIN for the client
 	kickReplay                      // replay buffered bytes the client is missing
+	kickAck0                        // leg 0's server is owed an ACK of its stream
+	kickAck1                        // leg 1's server is owed an ACK of its stream
 )
 
 // FailoverRecord describes the last server failure the table acted on.
@@ -223,6 +226,15 @@ func (t *Table) runKick(f *Flow, out *Output) bool {
 			t.rstToServer(f, i, out)
 			t.count(Fenced)
 			f.kicks &^= kickFence0 << i
+		}
+	}
+	for i := uint8(0); i < 2; i++ {
+		if f.kicks&(kickAck0<<i) != 0 {
+			if !out.room(1) {
+				return false
+			}
+			t.ackOwed(f, i, out)
+			f.kicks &^= kickAck0 << i
 		}
 	}
 	if f.kicks&kickClientRST != 0 {

@@ -30,7 +30,8 @@ func FuzzFlow(f *testing.F) {
 	})
 }
 
-// Script ops: the first byte of each step, modulo opCount.
+// Script ops: the first byte of each step, modulo opCount; with its top bit
+// set, the step does not end the datapath's batch (see flowRun.batched).
 const (
 	opClientSyn = iota
 	opClientData
@@ -151,6 +152,9 @@ type flowRun struct {
 	srv       [2]fuzzServer
 	step      int
 	events    []string
+	// batched: the current step's segment leaves the batch open, so the
+	// table's Flush waits for a later step, as under load.
+	batched bool
 }
 
 // runFlowScript plays the script in data and returns the run, for its outcome.
@@ -176,6 +180,8 @@ func runFlowScript(t *testing.T, data []byte) *flowRun {
 	for r.step = 0; r.step < maxSteps && !sc.done(); r.step++ {
 		r.doStep(sc)
 	}
+	r.batched = false
+	r.flush()
 	return r
 }
 
@@ -203,7 +209,11 @@ func (r *flowRun) note(format string, args ...any) {
 func (r *flowRun) ms() uint32 { return uint32(r.now / int64(time.Millisecond)) }
 
 func (r *flowRun) doStep(sc *script) {
-	op := sc.byte() % opCount
+	b := sc.byte()
+	// The top bit of an op leaves the datapath's batch open after the
+	// step, so what the table defers to the batch's end waits.
+	op := b % opCount
+	r.batched = b&0x80 != 0
 	switch op {
 	case opClientData, opClientAck, opClientFin, opClientSack:
 		if !r.gotSynAck || r.cDead {
@@ -550,6 +560,10 @@ func (r *flowRun) handle(fromClient bool) {
 		r.tab.HandleServer(r.now, &r.pkt, r.out)
 	}
 	r.check()
+	if r.batched {
+		return // the script ends the batch later (a flush step)
+	}
+	r.flush()
 }
 
 // sendSACK is send for a pure ACK carrying SACK blocks, which Build does
@@ -560,6 +574,18 @@ func (r *flowRun) sendSACK(fromClient bool, s *rewrite.Spec, blocks [][2]rewrite
 		r.t.Fatalf("SACK frame rejected: %v", res)
 	}
 	r.handle(fromClient)
+}
+
+// flush ends the batch: the table does what it deferred to its end.
+func (r *flowRun) flush() {
+	for range 64 {
+		r.out.Reset()
+		more := r.tab.Flush(r.out)
+		r.check()
+		if !more {
+			return
+		}
+	}
 }
 
 func (r *flowRun) tick() {

@@ -894,16 +894,18 @@ func (l *leg) holds(left, right rewrite.Seq) (rewrite.Seq, bool) {
 
 // absorb consumes a segment of a leg the client does not see: it feeds the
 // gating, and the gateway acknowledges the leg's data itself once the client
-// has acknowledged the same offset of the live stream.
+// has acknowledged the same offset of the live stream. That acknowledgement
+// waits for the end of the batch (Flush): a shadow that lags the client has
+// every segment acknowledgeable on arrival, and one ACK per batch instead of
+// one per segment halves the frames the gateway sends during a download.
 func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq, out *Output) {
 	t.count(BackupAbsorbed)
 	l := &f.legs[i]
 	if f.cli.hasAck {
 		a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt)
 		switch {
-		case l.acked.LessThan(a) && out.room(1):
-			l.acked = a
-			t.ackToServer(f, i, a, out)
+		case l.acked.LessThan(a):
+			t.kick(f, kickAck0<<i)
 		case p.SegLen() > 0 && p.Seq().Add(p.SegLen()).LessEq(l.acked) && out.room(1):
 			// A retransmission of acknowledged bytes: our ACK was lost on
 			// the way. Say it again, as a receiver does for duplicate data.
@@ -1004,6 +1006,19 @@ func (f *Flow) clientRcvNxt() rewrite.Seq {
 		return f.cli.ack
 	}
 	return f.nxtSent
+}
+
+// ackOwed acknowledges what leg i sent that the client has acknowledged,
+// unless a forwarded client ACK has said it since the debt arose.
+func (t *Table) ackOwed(f *Flow, i uint8, out *Output) {
+	l := &f.legs[i]
+	if !l.up || !l.synAck || !f.cli.hasAck {
+		return
+	}
+	if a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt); l.acked.LessThan(a) {
+		l.acked = a
+		t.ackToServer(f, i, a, out)
+	}
 }
 
 // ackToServer builds a pure ACK for leg i acknowledging its stream up to a.
@@ -1274,6 +1289,13 @@ func (t *Table) checkClosed(now int64, f *Flow) {
 	}
 	t.setState(f, StateTimeWait, now)
 }
+
+// Flush does the work the segments of a batch deferred to its end: the
+// coalesced acknowledgements of shadow legs, and what takeovers queued. The
+// caller runs it after each batch of received frames, before transmitting.
+// It reports whether it stopped early because out filled up; call again
+// after sending.
+func (t *Table) Flush(out *Output) (more bool) { return t.runKicks(out) }
 
 // Tick runs the timers: SYN-ACKs that waited long enough for the backup, and
 // every second the expiry of idle, half-open and closed flows. It reports

@@ -130,6 +130,15 @@ func decode(t *testing.T, o Out) seg {
 
 func (b *bed) feed(fromClient bool, s rewrite.Spec, payload []byte) []seg {
 	b.t.Helper()
+	out := b.feedInBatch(fromClient, s, payload)
+	// Each test segment is a batch of its own, as on an idle datapath.
+	return append(out, b.flush()...)
+}
+
+// feedInBatch is feed for a segment in the middle of a datapath batch: what
+// the table defers to the batch's end stays owed until flush.
+func (b *bed) feedInBatch(fromClient bool, s rewrite.Spec, payload []byte) []seg {
+	b.t.Helper()
 	n := rewrite.Build(b.buf, &s, &b.pkt)
 	if len(payload) > 0 {
 		n = withPayload(b.t, b.buf, n, payload)
@@ -143,6 +152,13 @@ func (b *bed) feed(fromClient bool, s rewrite.Spec, payload []byte) []seg {
 	} else {
 		b.tab.HandleServer(b.now, &b.pkt, b.out)
 	}
+	return b.collect()
+}
+
+// flush ends a batch.
+func (b *bed) flush() []seg {
+	b.out.Reset()
+	b.tab.Flush(b.out)
 	return b.collect()
 }
 
@@ -461,6 +477,50 @@ func TestDataGating(t *testing.T) {
 			}
 			if v, e, _ := acks[0].ts(); v != cTS0+3 || e != bTS0+4 {
 				t.Fatalf("gateway ACK timestamps %d/%d", v, e)
+			}
+		})
+	}
+}
+
+// TestShadowAcksCoalesced: a shadow that lags the client has each segment
+// acknowledgeable on arrival; the gateway says so once per batch, at its
+// end, and not at all when a forwarded client ACK said it first.
+func TestShadowAcksCoalesced(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET"))
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
+			seg := bytes.Repeat([]byte("x"), 1000)
+			for k := rewrite.Seq(0); k < 6; k++ {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), seg)
+			}
+			// The client has all 6000 bytes before the backup sent one.
+			b.feed(true, b.fromClient(b.cISN+4, b.pISN+6001, rewrite.ACK, cTS0+3, pTS0+2), nil)
+			for k := rewrite.Seq(0); k < 4; k++ {
+				out := b.feedInBatch(false, b.fromServer(backupIP, b.bISN+1+k*1000, b.cISN+4, rewrite.ACK, 125, bTS0+2, cTS0+2), seg)
+				if len(out) != 0 {
+					t.Fatalf("backup segment %d in a batch: %d frames out, want none until the batch ends", k, len(out))
+				}
+			}
+			acks := b.flush()
+			if len(acks) != 1 || acks[0].side != ServerSide || [4]byte(acks[0].ip.DstIP.To4()) != backupIP ||
+				rewrite.Seq(acks[0].tcp.Ack) != b.bISN+4001 {
+				t.Fatalf("batch end: %d frames, want one ACK of the backup's 4000 bytes", len(acks))
+			}
+			if v, e, _ := acks[0].ts(); v != cTS0+3 || e != bTS0+2 {
+				t.Fatalf("coalesced ACK timestamps %d/%d, want %d/%d", v, e, cTS0+3, bTS0+2)
+			}
+			// Owed, then said by the client's own ACK in the same batch: the
+			// batch's end adds nothing.
+			b.feedInBatch(false, b.fromServer(backupIP, b.bISN+4001, b.cISN+4, rewrite.ACK, 125, bTS0+3, cTS0+2), seg)
+			p, bk := b.split(b.feedInBatch(true, b.fromClient(b.cISN+4, b.pISN+6001, rewrite.ACK, cTS0+4, pTS0+2), nil))
+			if rewrite.Seq(p.tcp.Ack) != b.pISN+6001 || rewrite.Seq(bk.tcp.Ack) != b.bISN+5001 {
+				t.Fatalf("client ACK forwarded as %d/%d, want %d/%d", p.tcp.Ack, bk.tcp.Ack, b.pISN+6001, b.bISN+5001)
+			}
+			if out := b.flush(); len(out) != 0 {
+				t.Fatalf("batch end after the client's ACK: %d frames, want none", len(out))
 			}
 		})
 	}
