@@ -325,7 +325,8 @@ func (b *Bed) FailoverStalls(n int, file string, gatewayArgs ...string) *Failove
 		early := run.Done()
 		in := b.Inject(fault, Pri)
 		tr, err := run.Wait()
-		v := capture.Stop().ClientView(time.Time{}, size)
+		pkts := capture.Stop()
+		v := pkts.ClientView(time.Time{}, size)
 		if st, serr := b.Status(); serr == nil {
 			if lf := LastFailover(st); lf != nil {
 				if ms, ok := lf["detected_ms"].(float64); ok {
@@ -348,6 +349,11 @@ func (b *Bed) FailoverStalls(n int, file string, gatewayArgs ...string) *Failove
 		}
 		for _, p := range v.Problems() {
 			res.Errors = append(res.Errors, fmt.Errorf("%s #%d: the client saw %s", fault, i, p))
+		}
+		if capture.Dropped > 0 {
+			// A packet missing from the capture reads as a gap.
+			res.Errors = append(res.Errors, fmt.Errorf("%s #%d: stall not measured: the client's capture dropped %d packets", fault, i, capture.Dropped))
+			continue
 		}
 		res.Stalls[fault] = append(res.Stalls[fault], v.Stall.Gap)
 	}

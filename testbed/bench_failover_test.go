@@ -9,7 +9,7 @@ import (
 )
 
 // BenchmarkFailoverStall measures what a client waits when the primary
-// fails in the middle of a 64 MiB download: the longest gap between two
+// fails in the middle of a 256 MiB download: the longest gap between two
 // segments reaching it, from its own capture, over US_FAILOVERS failovers
 // (default 21: seven each of host loss, crash and hang), with a 10ms probe
 // interval. It reports medians and 99th percentiles; it asserts only that
@@ -21,8 +21,9 @@ func BenchmarkFailoverStall(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("US_FAILOVERS")); err == nil && v > 0 {
 		n = v
 	}
-	bed := Up(b, Options{})
-	res := bed.FailoverStalls(n, "big.bin")
+	// huge.bin: a 64 MiB download can end before the fault, 400 ms in.
+	bed := Up(b, Options{Huge: true})
+	res := bed.FailoverStalls(n, "huge.bin")
 	for _, err := range res.Errors {
 		b.Error(err)
 	}

@@ -44,7 +44,10 @@ func (b *Bed) StartTcpdump(ns, iface, filter string) *Capture {
 	RequireTool(b.t, "tcpdump")
 	// To stdout, not to a file: tcpdump drops privileges and may be confined
 	// by AppArmor, so it might not write where the harness wants.
-	args := []string{"-i", iface, "-n", "-U", "--immediate-mode", "-s", strconv.Itoa(snaplen), "-w", "-"}
+	// A 64 MiB kernel buffer: at a download's 100k+ segments per second a
+	// packet-at-a-time tcpdump falls behind, and the packets the kernel
+	// drops would read as stalls.
+	args := []string{"-i", iface, "-n", "-U", "--immediate-mode", "-B", "65536", "-s", strconv.Itoa(snaplen), "-w", "-"}
 	if filter != "" {
 		args = append(args, filter)
 	}

@@ -21,6 +21,7 @@ type seg struct {
 	flags    string // any of S F R
 	seq, len uint32
 	port     layers.TCPPort // the client's port; 0 is 40000
+	shut     bool           // advertises a zero window
 }
 
 func synth(t *testing.T, segs ...seg) Packets {
@@ -39,6 +40,9 @@ func synth(t *testing.T, segs ...seg) Packets {
 		ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst), Protocol: layers.IPProtocolTCP}
 		tcp := &layers.TCP{SrcPort: sport, DstPort: dport, Seq: s.seq, ACK: !strings.Contains(s.flags, "S") || s.fromVIP,
 			SYN: strings.Contains(s.flags, "S"), FIN: strings.Contains(s.flags, "F"), RST: strings.Contains(s.flags, "R"), Window: 100}
+		if s.shut {
+			tcp.Window = 0
+		}
 		_ = tcp.SetNetworkLayerForChecksum(ip)
 		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
 			EthernetType: layers.EthernetTypeIPv4}
@@ -86,6 +90,19 @@ func TestStall(t *testing.T) {
 			segs: []seg{{ms: 0, flags: "S"}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 10},
 				{ms: 900, fromVIP: true, flags: "F", seq: 11}},
 			wantGap: time.Millisecond, wantStart: at(0),
+		},
+		{
+			name: "a zero window is the client's wait, counted from its reopening",
+			segs: []seg{{ms: 0, flags: "S"}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 100},
+				{ms: 3, seq: 1, shut: true}, {ms: 150, fromVIP: true, seq: 101}, {ms: 210, seq: 1},
+				{ms: 215, fromVIP: true, seq: 101, len: 100}},
+			wantGap: 5 * time.Millisecond, wantStart: at(210),
+		},
+		{
+			name: "a stall after the window reopened counts",
+			segs: []seg{{ms: 0, flags: "S"}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 100},
+				{ms: 3, seq: 1, shut: true}, {ms: 100, seq: 1}, {ms: 170, fromVIP: true, seq: 101, len: 100}},
+			wantGap: 70 * time.Millisecond, wantStart: at(100),
 		},
 		{
 			name: "idle keep-alive measured from the next request",

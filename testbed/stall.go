@@ -51,14 +51,17 @@ func (s Stall) String() string {
 // silence is the client's own business. A zero since means the client's
 // first segment to the VIP (its SYN), so a handshake that waits counts; for
 // a keep-alive connection that idles on purpose, pass the moment the client
-// sent its next request.
+// sent its next request. While the client advertises a zero window the VIP
+// may not send, so that wait is the client's too: a gap is counted from
+// the moment the window reopened.
 func (ps Packets) Stall(since time.Time) Stall {
+	tcp := ps.TCP()
 	if since.IsZero() {
-		if toVIP := ps.From(ClientIP).To(VIP).TCP(); len(toVIP) > 0 {
+		if toVIP := tcp.From(ClientIP).To(VIP); len(toVIP) > 0 {
 			since = toVIP[0].Metadata().Timestamp
 		}
 	}
-	fromVIP := ps.From(VIP).To(ClientIP).TCP()
+	fromVIP := tcp.From(VIP).To(ClientIP)
 	data := fromVIP.Data()
 	if len(data) == 0 {
 		return Stall{}
@@ -69,15 +72,25 @@ func (ps Packets) Stall(since time.Time) Stall {
 	}
 	var s Stall
 	prev := since
-	for _, p := range fromVIP {
+	shut := false // the client's last segment advertised a zero window
+	for _, p := range tcp {
 		ts := p.Metadata().Timestamp
-		if ts.Before(since) {
-			continue
-		}
 		if ts.After(end) {
 			break
 		}
-		if gap := ts.Sub(prev); gap > s.Gap || s.Start.IsZero() {
+		ip, t := ipv4(p), TCP(p)
+		if ip.SrcIP.String() == ClientIP {
+			open := t.Window != 0 || t.SYN || t.RST
+			if shut && open && ts.After(prev) {
+				prev = ts
+			}
+			shut = !open
+			continue
+		}
+		if ts.Before(since) {
+			continue
+		}
+		if gap := ts.Sub(prev); !shut && (gap > s.Gap || s.Start.IsZero()) {
 			s = Stall{Gap: gap, Start: prev}
 		}
 		prev = ts
