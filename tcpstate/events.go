@@ -6,7 +6,7 @@ type EventKind uint8
 const (
 	EventUnprotected EventKind = iota // the flow lost its shadow leg (Why says why)
 	EventTakeover                     // the shadow took over from the failed live server
-	EventReset                        // the gateway reset the flow: it could not be carried on (Why says why)
+	EventReset                        // the flow was reset: it could not be carried on, or its only server reset it (Why says which)
 )
 
 var eventKindNames = [...]string{"unprotected", "takeover", "reset"}

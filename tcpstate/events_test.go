@@ -27,6 +27,10 @@ func TestFlowEvents(t *testing.T) {
 		{"backup resets", func(b *bed) {
 			b.feed(false, b.fromServer(backupIP, b.bISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
 		}, []FlowEvent{{Kind: EventUnprotected, Why: "backup_rst", Server: 1}}},
+		{"backup resets, then the primary", func(b *bed) {
+			b.feed(false, b.fromServer(backupIP, b.bISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
+		}, []FlowEvent{{Kind: EventUnprotected, Why: "backup_rst", Server: 1}, {Kind: EventReset, Why: "server_rst", Server: 0}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

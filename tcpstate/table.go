@@ -703,6 +703,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		// already has, differs from it: what follows is not the same reply.
 		// A clean reset, never a spliced one.
 		t.count(Divergences)
+		t.note(f, EventReset, "diverged", l.server)
 		t.resetFlow(f)
 	case i == f.live:
 		t.checkAckLag(f)
@@ -1140,6 +1141,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 		p.Finish()
 		out.emit(ClientSide, p.Frame())
 		t.count(ToClient)
+		t.note(f, EventReset, "server_rst", l.server)
 		t.setState(f, StateClosed, now)
 		return
 	}
@@ -1153,6 +1155,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	if live := &f.legs[f.live]; live.rst && out.room(1) {
 		// Both servers reset the connection: so may the client's.
 		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, out)
+		t.note(f, EventReset, "both_servers_rst", l.server)
 		t.setState(f, StateClosed, now)
 		return
 	}

@@ -234,13 +234,39 @@ func (b *Bed) script(usweb string, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// logDiagnostics logs the tails of the servers' and the gateway's logs.
+// logDiagnostics logs the tails of the servers' and the gateway's logs, and
+// the gateway's flow resets, unprotected flows and errors from before its tail: a reset
+// minutes into a soak is long out of the tail by its end.
 func (b *Bed) logDiagnostics() {
+	if lines := fileGrep(filepath.Join(b.Dir, "gateway.log"), 60, `msg="flow reset"`, `msg="flow unprotected"`, "level=ERROR", "suppressed"); lines != "" {
+		b.t.Logf("--- gateway.log (flow resets and errors, first 60):\n%s", lines)
+	}
 	for _, f := range []string{"gateway.log", "pri/error.log", "pri/usweb.out", "bak/error.log", "bak/usweb.out"} {
 		if tail := fileTail(filepath.Join(b.Dir, f), 30); tail != "" {
 			b.t.Logf("--- %s (tail):\n%s", f, tail)
 		}
 	}
+}
+
+// fileGrep returns the first n lines of path that contain any of subs.
+func fileGrep(path string, n int, subs ...string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for line := range strings.Lines(string(data)) {
+		if len(out) == n {
+			break
+		}
+		for _, sub := range subs {
+			if strings.Contains(line, sub) {
+				out = append(out, strings.TrimRight(line, "\n"))
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func envOr(key, def string) string {
