@@ -51,7 +51,9 @@ func TestGatewayRestart(t *testing.T) {
 	case err == nil:
 		t.Fatalf("the download completed (%d bytes) across a gateway that forgot it", tr.Bytes)
 	case !strings.Contains(tr.Stderr, "reset"):
-		t.Fatalf("the download failed without a reset: %v", err)
+		// What the new gateway did with the connection it did not know.
+		raw, serr := b.StatusJSON()
+		t.Fatalf("the download failed without a reset: %v\nnew gateway's status (%v):\n%s", err, serr, raw)
 	case ended > restartBound:
 		t.Fatalf("the client learned of its connection's end %v after the restart, bound %v", ended, restartBound)
 	}
