@@ -453,6 +453,13 @@ func (t *Table) countToServer(server uint8) {
 	}
 }
 
+// ackable is how far the gateway may acknowledge leg i's stream: what the
+// client acknowledged of the stream it sees, but never beyond what the leg
+// sent.
+func (f *Flow) ackable(i uint8) rewrite.Seq {
+	return rewrite.SeqMin(f.toLeg(i, f.cli.ack), f.legs[i].sndNxt)
+}
+
 // lagging reports whether leg i has not yet sent everything the client has
 // acknowledged of the stream it sees.
 func (f *Flow) lagging(i uint8) bool {
@@ -467,7 +474,7 @@ func (t *Table) deliverHeldFin(f *Flow, i uint8, out *Output) {
 		return
 	}
 	l.cliFinHeld = false
-	a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt)
+	a := f.ackable(i)
 	if l.acked.LessThan(a) {
 		l.acked = a
 	}
@@ -898,12 +905,13 @@ func (l *leg) holds(left, right rewrite.Seq) (rewrite.Seq, bool) {
 // has acknowledged the same offset of the live stream. That acknowledgement
 // waits for the end of the batch (Flush): a shadow that lags the client has
 // every segment acknowledgeable on arrival, and one ACK per batch instead of
-// one per segment halves the frames the gateway sends during a download.
+// one per segment cuts the frames the gateway sends in a download by a
+// third (its ACKs to the shadow fell from 619k to 130k for 556k segments).
 func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq, out *Output) {
 	t.count(BackupAbsorbed)
 	l := &f.legs[i]
 	if f.cli.hasAck {
-		a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt)
+		a := f.ackable(i)
 		switch {
 		case l.acked.LessThan(a):
 			t.kick(f, kickAck0<<i)
@@ -1016,7 +1024,7 @@ func (t *Table) ackOwed(f *Flow, i uint8, out *Output) {
 	if !l.up || !l.synAck || !f.cli.hasAck {
 		return
 	}
-	if a := rewrite.SeqMin(f.toLeg(i, f.cli.ack), l.sndNxt); l.acked.LessThan(a) {
+	if a := f.ackable(i); l.acked.LessThan(a) {
 		l.acked = a
 		t.ackToServer(f, i, a, out)
 	}
