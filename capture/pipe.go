@@ -44,9 +44,6 @@ func (p *Pipe) run() {
 	}
 }
 
-// Len is the number of frames queued and not yet handed over.
-func (p *Pipe) Len() int { return p.cur.n }
-
 // Add queues a copy of frame, handing the current batch over first when it
 // is full. A frame larger than the pipe's frames is reported failed at once.
 func (p *Pipe) Add(frame []byte) {
