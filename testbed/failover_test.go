@@ -548,7 +548,7 @@ func TestFailoverDivergence(t *testing.T) {
 			capture := b.StartTcpdump(b.Client(), "eth0", "tcp and host "+VIP)
 			var body bytes.Buffer
 			run := b.Background(func() (*Transfer, error) {
-				return b.DownloadAll(&body, []string{"/own/diverge.bin"}, "--limit-rate", "4M", "--max-time", caseMaxTime)
+				return b.DownloadAll(&body, []string{"/own/diverge.bin"}, "--limit-rate", "1M", "--max-time", caseMaxTime)
 			})
 			time.Sleep(faultAt)
 			if run.Done() {
