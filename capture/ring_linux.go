@@ -221,7 +221,7 @@ func (r *Ring) Close() error {
 	return nil
 }
 
-// Wait blocks until one of rings has a frame ready or timeout passes (poll(2));
+// Wait blocks until one of rings has a frame ready or timeout passes (ppoll(2));
 // zero allocs for up to 16 rings. A negative timeout waits forever. An
 // interrupted poll returns nil early. Wait must not run concurrently with
 // Next or Release on the same rings.
@@ -236,11 +236,13 @@ func Wait(rings []*Ring, timeout time.Duration) error {
 	for _, r := range rings {
 		fds = append(fds, unix.PollFd{Fd: int32(r.fd), Events: unix.POLLIN})
 	}
-	ms := -1
+	// ppoll, not poll: a timeout finer than a millisecond is honoured.
+	var ts *unix.Timespec
 	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+		t := unix.NsecToTimespec(int64(timeout))
+		ts = &t
 	}
-	if _, err := unix.Poll(fds, ms); err != nil && err != unix.EINTR {
+	if _, err := unix.Ppoll(fds, ts, nil); err != nil && err != unix.EINTR {
 		return fmt.Errorf("capture: poll rings: %w", err)
 	}
 	return nil

@@ -297,7 +297,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() { cancel(); <-monErr }()
 	for ctx.Err() == nil {
 		if !capture.Spin(g.rings, spinFor) {
-			if err := capture.Wait(g.rings, pollInterval); err != nil {
+			if err := capture.Wait(g.rings, g.waitFor()); err != nil {
 				return fmt.Errorf("datapath: wait for frames: %w", err)
 			}
 		}
@@ -330,6 +330,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.serverPipe.Wait()
 	g.mu.Unlock()
 	return nil
+}
+
+// waitFor is how long the loop may wait for frames: pollInterval, or less
+// when a held client ACK falls due sooner.
+func (g *Gateway) waitFor() time.Duration {
+	due := g.table.NextDue()
+	if due == 0 {
+		return pollInterval
+	}
+	return min(pollInterval, max(0, time.Duration(due-int64(time.Since(g.start)))))
 }
 
 // drain handles up to batch frames from ring side and returns how many.

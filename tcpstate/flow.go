@@ -105,6 +105,7 @@ type Flow struct {
 	created, seen int64 // monotonic ns
 	closedAt      int64
 	synAckDue     int64 // when to give up waiting for the backup's SYN-ACK; 0 = not waiting
+	ackDue        int64 // when a held client ACK is sent to the legs; 0 = none held
 
 	cli struct {
 		opt    options

@@ -36,6 +36,7 @@ const (
 	UnknownResets                   // resets sent for segments of connections the gateway does not know
 	HalfOpenEvicted                 // oldest half-open flows removed to make room for a new SYN at the cap
 	UnknownProbes                   // ACKs that make the client of an unknown connection say where its reset must land
+	AcksHeld                        // client pure ACKs held for the client's next segment to carry (holdAck)
 	NumCounters
 )
 
@@ -46,7 +47,7 @@ var counterNames = [NumCounters]string{
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
-	"half_open_evicted", "unknown_probes",
+	"half_open_evicted", "unknown_probes", "acks_held",
 }
 
 func (c Counter) String() string { return counterNames[c] }

@@ -37,6 +37,11 @@ type Config struct {
 	MaxResetsPerSecond int
 	ReplayPerFlow      int // bytes of the shadow's reply held per flow (default 8 MiB)
 	ReplayBudget       int // bytes held over all flows (default 256 MiB)
+	// AckHold is how long a client's pure ACK of everything the servers
+	// sent may wait for the client's next segment, which carries the same
+	// acknowledgement, before the gateway sends it to the servers itself
+	// (default 200µs; negative: forward every ACK at once). See holdAck.
+	AckHold time.Duration
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -66,6 +71,9 @@ func (c Config) WithDefaults() Config {
 	if c.ReplayBudget <= 0 {
 		c.ReplayBudget = 256 << 20
 	}
+	if c.AckHold == 0 {
+		c.AckHold = 200 * time.Microsecond
+	}
 	return c
 }
 
@@ -85,6 +93,7 @@ type Table struct {
 	aloneWhy        string // why new flows are unprotected when standby < 0
 
 	waiting []*Flow // flows whose SYN-ACK waits on the backup, in due order
+	held    []*Flow // flows owing their legs a held client ACK, in due order
 	// synQueue holds flows in the order their SYNs came, from synHead on;
 	// entries that left the handshake are skipped, and swept every second.
 	synQueue  []*Flow
@@ -253,6 +262,7 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		return
 	}
 	c := &f.cli
+	hadAck, prevAck, prevWin := c.hasAck, c.ack, c.win
 	if val, _, ok := p.Timestamps(); ok && !rewrite.TSLess(val, c.tsLast) {
 		c.tsLast = val
 	}
@@ -276,6 +286,9 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		if f.state == StateEstablished {
 			t.setState(f, StateClosing, now)
 		}
+	}
+	if hadAck && t.holdAck(f, p, prevAck, prevWin) {
+		return
 	}
 	t.forwardToServers(f, p, out)
 	if f.takenOver && int32(f.replay.end-f.replayNext) > 0 {
@@ -914,7 +927,14 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq,
 		a := f.ackable(i)
 		switch {
 		case l.acked.LessThan(a):
-			t.kick(f, kickAck0<<i)
+			// Less than two full segments owed waits like a held client
+			// ACK, as a receiver's delayed ACK does (RFC 9293 §3.8.6.3):
+			// the client's next segment usually says it.
+			if t.cfg.AckHold < 0 || uint32(a-l.acked) >= 2*uint32(f.cli.opt.mss) {
+				t.kick(f, kickAck0<<i)
+			} else {
+				t.holdAcks(f)
+			}
 		case p.SegLen() > 0 && p.Seq().Add(p.SegLen()).LessEq(l.acked) && out.room(1):
 			// A retransmission of acknowledged bytes: our ACK was lost on
 			// the way. Say it again, as a receiver does for duplicate data.
@@ -1028,6 +1048,93 @@ func (t *Table) ackOwed(f *Flow, i uint8, out *Output) {
 		l.acked = a
 		t.ackToServer(f, i, a, out)
 	}
+}
+
+// holdAck decides whether the client's pure ACK p, which moved its ack on
+// from prevAck, may wait instead of going to both servers now. An HTTP
+// client's kernel acknowledges a response as its application reads it and
+// then sends the next request, which carries the same ack, within
+// microseconds: half the segments of a keep-alive client are such ACKs, and
+// nearly all of them are said again by the next segment within a
+// millisecond. A held ACK is sent by the gateway when AckHold passes (Tick)
+// unless a forwarded segment said it first.
+//
+// Only an ACK that leaves every leg nothing in flight waits, so no server's
+// congestion window waits on it, and only while each leg used at most half
+// the window the client offered before it, so none waits on its window
+// either. Neither a SACK (the loss signal) nor a duplicate or window-only
+// ACK waits. What remains is a server that holds back a small write until
+// its last one is acknowledged (Nagle's algorithm without TCP_NODELAY): its
+// reply can be AckHold later.
+func (t *Table) holdAck(f *Flow, p *rewrite.Packet, prevAck rewrite.Seq, prevWin uint16) bool {
+	if t.cfg.AckHold < 0 || f.state != StateEstablished || f.takenOver ||
+		p.Flags() != rewrite.ACK || p.PayloadLen() != 0 || p.NumSACK() != 0 ||
+		!prevAck.LessThan(f.cli.ack) {
+		return false
+	}
+	offered := int64(prevWin) << f.cliShift()
+	for i := range f.legs {
+		l := &f.legs[i]
+		if !l.up {
+			continue
+		}
+		if !l.synAck || l.fin || f.toLeg(uint8(i), f.cli.ack).LessThan(l.sndNxt) {
+			return false
+		}
+		if inFlight := int64(int32(l.sndNxt - f.toLeg(uint8(i), prevAck))); 2*inFlight > offered {
+			return false
+		}
+	}
+	t.holdAcks(f)
+	t.count(AcksHeld)
+	return true
+}
+
+// holdAcks makes f's legs owed, within AckHold, what the client has
+// acknowledged of their streams (sendHeldAcks), unless they are already.
+func (t *Table) holdAcks(f *Flow) {
+	if f.ackDue == 0 {
+		f.ackDue = t.now + int64(t.cfg.AckHold)
+		t.held = append(t.held, f)
+	}
+}
+
+// sendHeldAcks sends the held client ACKs that fell due, to each leg that
+// no later segment told; it reports whether out filled before it was done.
+func (t *Table) sendHeldAcks(now int64, out *Output) (more bool) {
+	done := 0
+	for _, f := range t.held {
+		if f.ackDue > now {
+			break
+		}
+		if !out.room(2) {
+			more = true
+			break
+		}
+		done++
+		f.ackDue = 0
+		if f.deleted || f.state == StateClosed {
+			continue
+		}
+		for i := uint8(0); i < 2; i++ {
+			t.ackOwed(f, i, out)
+		}
+	}
+	if done > 0 {
+		n := copy(t.held, t.held[done:])
+		clear(t.held[n:])
+		t.held = t.held[:n]
+	}
+	return more
+}
+
+// NextDue returns when the earliest held client ACK falls due (0: none is
+// held): the caller's wait for frames should end by then.
+func (t *Table) NextDue() int64 {
+	if len(t.held) == 0 {
+		return 0
+	}
+	return t.held[0].ackDue
 }
 
 // ackToServer builds a pure ACK for leg i acknowledging its stream up to a.
@@ -1308,8 +1415,8 @@ func (t *Table) checkClosed(now int64, f *Flow) {
 // after sending.
 func (t *Table) Flush(out *Output) (more bool) { return t.runKicks(out) }
 
-// Tick runs the timers: SYN-ACKs that waited long enough for the backup, and
-// every second the expiry of idle, half-open and closed flows. It reports
+// Tick runs the timers: SYN-ACKs that waited long enough for the backup,
+// client ACKs held long enough (holdAck), and every second the expiry of idle, half-open and closed flows. It reports
 // whether it stopped early because out filled up; call again after sending.
 func (t *Table) Tick(now int64, out *Output) (more bool) {
 	t.now = now
@@ -1345,6 +1452,9 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 		n := copy(t.waiting, t.waiting[done:])
 		clear(t.waiting[n:])
 		t.waiting = t.waiting[:n]
+	}
+	if more || t.sendHeldAcks(now, out) {
+		return true
 	}
 	if now >= t.nextSweep {
 		t.nextSweep = now + sweepEvery

@@ -36,11 +36,19 @@ type bed struct {
 	bISN rewrite.Seq
 }
 
+// newBed makes a table whose every client ACK is forwarded at once: these
+// tests check what each segment makes. TestAckHold holds ACKs.
 func newBed(t *testing.T, cISN, pISN, bISN rewrite.Seq) *bed {
+	t.Helper()
+	return newBedHolding(t, cISN, pISN, bISN, -1)
+}
+
+func newBedHolding(t *testing.T, cISN, pISN, bISN rewrite.Seq, hold time.Duration) *bed {
 	t.Helper()
 	tab := New(Config{
 		Services: []Service{{VIP: vip, Port: vport}},
 		Servers:  [2][4]byte{primaryIP, backupIP},
+		AckHold:  hold,
 	})
 	return &bed{t: t, tab: tab, out: NewOutput(maxFrame + 64), buf: make([]byte, 2048), now: int64(time.Second),
 		cISN: cISN, pISN: pISN, bISN: bISN}
@@ -524,6 +532,157 @@ func TestShadowAcksCoalesced(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAckHold: a client's pure ACK of everything the servers sent waits
+// for the client's next segment to carry it, and is sent by the gateway
+// when the hold ends if none did; any ACK a server may be waiting on goes at
+// once.
+func TestAckHold(t *testing.T) {
+	const hold = 200 * time.Microsecond
+	reply := bytes.Repeat([]byte("r"), 1000)
+	// exchange runs a request and both servers' 1000-byte replies, and
+	// returns the client's ACK of the reply, not yet fed.
+	exchange := func(b *bed) rewrite.Spec {
+		b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("GET"))
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+1), reply)
+		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 125, bTS0+1, cTS0+1), reply)
+		return b.fromClient(b.cISN+4, b.pISN+1001, rewrite.ACK, cTS0+2, pTS0+1)
+	}
+	wantAcks := func(b *bed, out []seg, p, bk rewrite.Seq) {
+		b.t.Helper()
+		ps, bs := b.split(out)
+		if ps.flags() != "A" || bs.flags() != "A" || len(ps.payload)+len(bs.payload) != 0 ||
+			rewrite.Seq(ps.tcp.Ack) != p || rewrite.Seq(bs.tcp.Ack) != bk {
+			b.t.Fatalf("ACKs to the servers %s ack %d / %s ack %d, want pure ACKs of %d / %d",
+				ps.flags(), ps.tcp.Ack, bs.flags(), bs.tcp.Ack, p, bk)
+		}
+	}
+	tests := []struct {
+		name string
+		run  func(b *bed)
+	}{
+		{"carried by the next request", func(b *bed) {
+			if out := b.feed(true, exchange(b), nil); len(out) != 0 {
+				b.t.Fatalf("held ACK: %d frames out, want none", len(out))
+			}
+			next := b.feed(true, b.fromClient(b.cISN+4, b.pISN+1001, rewrite.ACK|rewrite.PSH, cTS0+3, pTS0+1), []byte("GET"))
+			if ps, bs := b.split(next); rewrite.Seq(ps.tcp.Ack) != b.pISN+1001 || rewrite.Seq(bs.tcp.Ack) != b.bISN+1001 {
+				b.t.Fatalf("next request acks %d / %d, want %d / %d", ps.tcp.Ack, bs.tcp.Ack, b.pISN+1001, b.bISN+1001)
+			}
+			if out := b.tick(hold); len(out) != 0 {
+				b.t.Fatalf("hold over after the request said it: %d frames, want none", len(out))
+			}
+		}},
+		{"sent when the hold ends", func(b *bed) {
+			b.feed(true, exchange(b), nil)
+			if out := b.tick(hold - 1); len(out) != 0 {
+				b.t.Fatalf("before the hold ends: %d frames, want none", len(out))
+			}
+			if due := b.tab.NextDue(); due != b.now+1 {
+				b.t.Fatalf("NextDue %d, want %d", due, b.now+1)
+			}
+			out := b.tick(1)
+			wantAcks(b, out, b.pISN+1001, b.bISN+1001)
+			if v, e, _ := out[0].ts(); v != cTS0+2 {
+				b.t.Fatalf("held ACK's TSval %d (ecr %d), want the client's %d", v, e, cTS0+2)
+			}
+			if b.tab.NextDue() != 0 {
+				b.t.Fatal("NextDue still set with nothing held")
+			}
+		}},
+		{"a lagging backup's ACK waits with it", func(b *bed) {
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("GET"))
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+1), reply)
+			if out := b.feed(true, b.fromClient(b.cISN+4, b.pISN+1001, rewrite.ACK, cTS0+2, pTS0+1), nil); len(out) != 0 {
+				b.t.Fatalf("held ACK: %d frames out, want none", len(out))
+			}
+			// The backup's reply is owed an ACK, which the hold's end pays.
+			// (Its ack of the request lets the client see the primary's.)
+			for _, s := range b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 125, bTS0+1, cTS0+1), reply) {
+				if s.side == ServerSide {
+					b.t.Fatalf("backup reply during the hold: a frame to %v, want none to a server", s.ip.DstIP)
+				}
+			}
+			wantAcks(b, b.tick(hold), b.pISN+1001, b.bISN+1001)
+		}},
+		{"a lagging backup's small debt waits", func(b *bed) {
+			// The backup is a whole exchange behind: the next request
+			// reaches it before its reply, and can acknowledge none of it.
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("GET"))
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+1), reply)
+			b.feed(true, b.fromClient(b.cISN+4, b.pISN+1001, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0+1), []byte("GET"))
+			for _, s := range b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 125, bTS0+1, cTS0+1), reply) {
+				if s.side == ServerSide {
+					b.t.Fatalf("backup's 1000 bytes acknowledged at the batch end, want it held")
+				}
+			}
+			out := b.tick(hold)
+			if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != backupIP || rewrite.Seq(out[0].tcp.Ack) != b.bISN+1001 {
+				b.t.Fatalf("hold over: %d frames, want the backup's ACK of its 1000 bytes", len(out))
+			}
+		}},
+		{"two full segments owed go at the batch end", func(b *bed) {
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("GET"))
+			for k := rewrite.Seq(0); k < 3; k++ {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+1, cTS0+1), reply)
+			}
+			b.feed(true, b.fromClient(b.cISN+4, b.pISN+3001, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0+1), []byte("GET"))
+			for k := rewrite.Seq(0); k < 3; k++ {
+				b.feedInBatch(false, b.fromServer(backupIP, b.bISN+1+k*1000, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+1), reply)
+			}
+			var acks []seg
+			for _, s := range b.flush() {
+				if s.side == ServerSide {
+					acks = append(acks, s)
+				}
+			}
+			if len(acks) != 1 || [4]byte(acks[0].ip.DstIP.To4()) != backupIP || rewrite.Seq(acks[0].tcp.Ack) != b.bISN+3001 {
+				b.t.Fatalf("batch end: %d frames to servers, want the backup's ACK of its 3000 bytes", len(acks))
+			}
+		}},
+		{"data in flight", func(b *bed) {
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("GET"))
+			for k := rewrite.Seq(0); k < 2; k++ {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+1, cTS0+1), reply)
+				b.feed(false, b.fromServer(backupIP, b.bISN+1+k*1000, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+1), reply)
+			}
+			wantAcks(b, b.feed(true, b.fromClient(b.cISN+4, b.pISN+1001, rewrite.ACK, cTS0+2, pTS0+1), nil), b.pISN+1001, b.bISN+1001)
+		}},
+		{"most of the window used", func(b *bed) {
+			ack := exchange(b)
+			ack.Window = 1 // 128 bytes at the client's scale: the servers may wait on it
+			small := b.fromClient(b.cISN+4, b.pISN+1, rewrite.ACK, cTS0+2, pTS0+1)
+			small.Window = 8 // 1024 bytes, 1000 of them in flight
+			b.feed(true, small, nil)
+			wantAcks(b, b.feed(true, ack, nil), b.pISN+1001, b.bISN+1001)
+		}},
+		{"duplicate ACK", func(b *bed) {
+			ack := exchange(b)
+			b.feed(true, ack, nil)
+			ack.TSval++
+			wantAcks(b, b.feed(true, ack, nil), b.pISN+1001, b.bISN+1001)
+		}},
+		{"with a D-SACK", func(b *bed) {
+			// Every byte acknowledged, and a duplicate reported: a loss signal.
+			out := b.feedSACK(exchange(b), [][2]rewrite.Seq{{b.pISN + 1, b.pISN + 1001}})
+			wantAcks(b, out, b.pISN+1001, b.bISN+1001)
+		}},
+	}
+	for _, tc := range isns {
+		for _, c := range tests {
+			t.Run(tc.name+"/"+c.name, func(t *testing.T) {
+				b := newBedHolding(t, tc.cISN, tc.pISN, tc.bISN, hold)
+				b.handshake()
+				c.run(b)
+			})
+		}
+	}
+	t.Run("off", func(t *testing.T) {
+		b := newBedHolding(t, 1, 2, 3, -1)
+		b.handshake()
+		wantAcks(b, b.feed(true, exchange(b), nil), b.pISN+1001, b.bISN+1001)
+	})
 }
 
 func TestSACKTranslation(t *testing.T) {
