@@ -84,6 +84,9 @@ type leg struct {
 	// had not yet sent what the client had acknowledged. A server that reads
 	// end-of-stream while still replying takes it for an aborted request.
 	cliFinHeld bool
+	// rstHeld: the client reset the flow before this shadow leg had sent
+	// the reply the live leg sent (clientRST, drainShadow).
+	rstHeld bool
 
 	nsack int
 	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space
@@ -143,7 +146,8 @@ type Flow struct {
 	ackLagNoted  bool        // this lag was reported
 	ackLagTarget rewrite.Seq // the shadow's ack when the lag began
 
-	resetByGateway bool // the gateway reset the client's connection
+	resetByGateway bool   // the gateway reset the client's connection
+	rstEnd         uint32 // the live leg's reply offset when the client reset the flow
 }
 
 // Key returns the flow's identity.

@@ -547,8 +547,60 @@ func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
 		t.drop(DropOffWindowRST)
 		return
 	}
+	if o := other(f.live); f.protectedPair() && f.legs[o].synAck && f.lagsReply(o) {
+		// The shadow has not yet sent the reply the live leg sent: it has
+		// not read every request the live server answered, and a reset
+		// now would discard them from its socket, leaving the two
+		// servers' states apart. Its reset waits until it has sent as far
+		// (drainShadow).
+		l, live := &f.legs[o], &f.legs[f.live]
+		l.rstHeld, f.rstEnd = true, live.offset(live.sndNxt)
+		if out.room(1) {
+			t.toServer(f, f.live, p, out)
+		}
+		t.setState(f, StateClosed, now)
+		return
+	}
 	t.forwardToServers(f, p, out)
 	t.setState(f, StateClosed, now)
+}
+
+// lagsReply reports whether leg i has sent less of its reply than the live
+// leg has.
+func (f *Flow) lagsReply(i uint8) bool {
+	l, live := &f.legs[i], &f.legs[f.live]
+	return int32(live.offset(live.sndNxt)-l.offset(l.sndNxt)) > 0
+}
+
+// rstHoldMax bounds how long a shadow whose reset waits (clientRST) has its
+// reply acknowledged by the gateway; after it, its next segment is reset.
+const rstHoldMax = int64(time.Second)
+
+// drainShadow takes a segment of shadow leg i after the client reset the
+// flow, while the shadow's reset waits for it to send the reply the live
+// leg sent: the gateway acknowledges the shadow's data so it goes on, and
+// resets it once it has sent as far, or once rstHoldMax has passed.
+func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
+	l := &f.legs[i]
+	t.drop(DropFlowClosed)
+	if p.Flags()&rewrite.RST != 0 {
+		l.rstHeld = false
+		return
+	}
+	if end := p.Seq().Add(p.SegLen()); l.sndNxt.LessThan(end) {
+		l.sndNxt = end
+	}
+	if !out.room(1) {
+		return
+	}
+	if int32(l.offset(l.sndNxt)-f.rstEnd) >= 0 || t.now-f.closedAt > rstHoldMax {
+		l.rstHeld = false
+		t.rstToServer(f, i, out)
+		return
+	}
+	if p.SegLen() > 0 {
+		t.ackToServer(f, i, l.sndNxt, out)
+	}
 }
 
 // clientRSTInWindow applies RFC 5961's check to the window the client was
@@ -643,6 +695,10 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	l := &f.legs[i]
 	if l.server != uint8(s) || !l.up {
 		t.drop(DropDeadLeg)
+		return
+	}
+	if f.state == StateClosed && l.rstHeld {
+		t.drainShadow(f, i, p, out)
 		return
 	}
 	if f.state == StateClosed {

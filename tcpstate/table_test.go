@@ -853,31 +853,63 @@ func TestResets(t *testing.T) {
 }
 
 // TestLateServerSegmentsAfterClientReset: the client resets while the backup
-// lags; what the backup sent before the reset reached it is answered with a
-// reset, not acknowledged, and the backup's reset does not count as a lost
-// leg.
+// lags its reply. The primary gets the reset at once; the backup's waits
+// until it has sent the reply the primary sent, its data acknowledged by the
+// gateway meanwhile, so it reads every request the primary answered. Its
+// own reset afterwards does not count as a lost leg.
 func TestLateServerSegmentsAfterClientReset(t *testing.T) {
-	b := newBed(t, 100, 200, 300)
-	b.handshake()
 	reply := bytes.Repeat([]byte("r"), 600)
-	b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), reply)
-	b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.ACK, cTS0+1, pTS0+1), nil)
-	b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+2, pTS0+1), nil))
-	out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply)
-	if len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "R" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+1 ||
-		[4]byte(out[0].ip.DstIP.To4()) != backupIP {
-		t.Fatalf("backup data after the client's reset: %+v, want one RST to the backup", out)
+	resetWhileLagging := func(t *testing.T) *bed {
+		b := newBed(t, 100, 200, 300)
+		b.handshake()
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), reply)
+		b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.ACK, cTS0+1, pTS0+1), nil)
+		out := b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+2, pTS0+1), nil)
+		if len(out) != 1 || out[0].flags() != "AR" && out[0].flags() != "R" || [4]byte(out[0].ip.DstIP.To4()) != primaryIP {
+			t.Fatalf("client's reset: %d frames, want it for the primary alone", len(out))
+		}
+		return b
 	}
-	if out := b.feed(false, b.fromServer(backupIP, b.bISN+601, 0, rewrite.RST, 0, 0, 0), nil); len(out) != 0 {
-		t.Fatalf("backup's reset after the client's: %d frames out", len(out))
+	wantRST := func(b *bed, out []seg) {
+		b.t.Helper()
+		if len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "R" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+1 ||
+			[4]byte(out[0].ip.DstIP.To4()) != backupIP {
+			b.t.Fatalf("%+v, want one RST to the backup", out)
+		}
 	}
-	if b.flow().Protection() != Protected || b.tab.Stats.Counters[FlowsUnprotected] != 0 || b.tab.Stats.Counters[BackupRSTs] != 0 {
-		t.Fatalf("a closed flow lost its backup leg: %v, %d unprotected, %d backup resets",
-			b.flow().Protection(), b.tab.Stats.Counters[FlowsUnprotected], b.tab.Stats.Counters[BackupRSTs])
-	}
-	if b.tab.Stats.Drops[DropFlowClosed] != 2 {
-		t.Fatalf("%d late segments counted as flow_closed, want 2", b.tab.Stats.Drops[DropFlowClosed])
-	}
+	t.Run("reset once the backup sent as far", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		half := reply[:300]
+		out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), half)
+		if len(out) != 1 || out[0].flags() != "A" || rewrite.Seq(out[0].tcp.Ack) != b.bISN+301 || [4]byte(out[0].ip.DstIP.To4()) != backupIP {
+			t.Fatalf("backup's first 300 bytes after the client's reset: %+v, want them acknowledged", out)
+		}
+		wantRST(b, b.feed(false, b.fromServer(backupIP, b.bISN+301, b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0), half))
+		if out := b.feed(false, b.fromServer(backupIP, b.bISN+601, 0, rewrite.RST, 0, 0, 0), nil); len(out) != 0 {
+			t.Fatalf("backup's reset after the client's: %d frames out", len(out))
+		}
+		if b.flow().Protection() != Protected || b.tab.Stats.Counters[FlowsUnprotected] != 0 || b.tab.Stats.Counters[BackupRSTs] != 0 {
+			t.Fatalf("a closed flow lost its backup leg: %v, %d unprotected, %d backup resets",
+				b.flow().Protection(), b.tab.Stats.Counters[FlowsUnprotected], b.tab.Stats.Counters[BackupRSTs])
+		}
+		if b.tab.Stats.Drops[DropFlowClosed] != 3 {
+			t.Fatalf("%d late segments counted as flow_closed, want 3", b.tab.Stats.Drops[DropFlowClosed])
+		}
+	})
+	t.Run("reset after the bound", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		b.now += rstHoldMax + 1
+		wantRST(b, b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300]))
+	})
+	t.Run("no lag: both reset at once", func(t *testing.T) {
+		b := newBed(t, 100, 200, 300)
+		b.handshake()
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), reply)
+		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply)
+		b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+2, pTS0+1), nil))
+		// Anything the backup still sends gets the client kernel's answer.
+		wantRST(b, b.feed(false, b.fromServer(backupIP, b.bISN+601, b.cISN+1, rewrite.ACK|rewrite.FIN, 125, bTS0+2, cTS0), nil))
+	})
 }
 
 func TestCaps(t *testing.T) {
