@@ -1176,12 +1176,19 @@ func (t *Table) sendHeldAcks(now int64, out *Output) (more bool) {
 			t.ackOwed(f, i, out)
 		}
 	}
-	if done > 0 {
-		n := copy(t.held, t.held[done:])
-		clear(t.held[n:])
-		t.held = t.held[:n]
-	}
+	t.held = dropFront(t.held, done)
 	return more
+}
+
+// dropFront removes q's first n flows, in place, keeping no pointers to
+// them.
+func dropFront(q []*Flow, n int) []*Flow {
+	if n == 0 {
+		return q
+	}
+	m := copy(q, q[n:])
+	clear(q[m:])
+	return q[:m]
 }
 
 // NextDue returns when the earliest held client ACK falls due (0: none is
@@ -1504,11 +1511,7 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 		}
 		t.maybeReleaseSynAck(now, f, out)
 	}
-	if done > 0 {
-		n := copy(t.waiting, t.waiting[done:])
-		clear(t.waiting[n:])
-		t.waiting = t.waiting[:n]
-	}
+	t.waiting = dropFront(t.waiting, done)
 	if more || t.sendHeldAcks(now, out) {
 		return true
 	}
