@@ -146,8 +146,7 @@ type Flow struct {
 	ackLagNoted  bool        // this lag was reported
 	ackLagTarget rewrite.Seq // the shadow's ack when the lag began
 
-	resetByGateway bool   // the gateway reset the client's connection
-	rstEnd         uint32 // the live leg's reply offset when the client reset the flow
+	resetByGateway bool // the gateway reset the client's connection
 }
 
 // Key returns the flow's identity.

@@ -553,8 +553,7 @@ func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
 		// now would discard them from its socket, leaving the two
 		// servers' states apart. Its reset waits until it has sent as far
 		// (drainShadow).
-		l, live := &f.legs[o], &f.legs[f.live]
-		l.rstHeld, f.rstEnd = true, live.offset(live.sndNxt)
+		f.legs[o].rstHeld = true
 		if out.room(1) {
 			t.toServer(f, f.live, p, out)
 		}
@@ -566,7 +565,8 @@ func (t *Table) clientRST(now int64, f *Flow, p *rewrite.Packet, out *Output) {
 }
 
 // lagsReply reports whether leg i has sent less of its reply than the live
-// leg has.
+// leg has. Once the flow is closed the live leg's stream no longer moves, so
+// it is also how far a draining shadow must go.
 func (f *Flow) lagsReply(i uint8) bool {
 	l, live := &f.legs[i], &f.legs[f.live]
 	return int32(live.offset(live.sndNxt)-l.offset(l.sndNxt)) > 0
@@ -593,7 +593,7 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	if !out.room(1) {
 		return
 	}
-	if int32(l.offset(l.sndNxt)-f.rstEnd) >= 0 || t.now-f.closedAt > rstHoldMax {
+	if !f.lagsReply(i) || t.now-f.closedAt > rstHoldMax {
 		l.rstHeld = false
 		t.rstToServer(f, i, out)
 		return
