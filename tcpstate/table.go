@@ -1479,8 +1479,9 @@ func (t *Table) checkClosed(now int64, f *Flow) {
 func (t *Table) Flush(out *Output) (more bool) { return t.runKicks(out) }
 
 // Tick runs the timers: SYN-ACKs that waited long enough for the backup,
-// client ACKs held long enough (holdAck), and every second the expiry of idle, half-open and closed flows. It reports
-// whether it stopped early because out filled up; call again after sending.
+// client ACKs held long enough (holdAck), and every second the expiry of
+// idle, half-open and closed flows. It reports whether it stopped early
+// because out filled up; call again after sending.
 func (t *Table) Tick(now int64, out *Output) (more bool) {
 	t.now = now
 	if t.runKicks(out) {
