@@ -118,6 +118,7 @@ type Flow struct {
 		ack    rewrite.Seq // latest ack, in the client-visible leg's space
 		hasAck bool
 		win    uint16 // latest raw window
+		synWin uint16 // its SYN's window, for a SYN the gateway sends again
 		fin    bool
 		finSeq rewrite.Seq
 	}
@@ -127,6 +128,7 @@ type Flow struct {
 	vis  uint8 // leg whose SYN-ACK the client saw: its sequence and timestamp spaces are the client's view
 
 	synAckSent bool
+	synTries   uint8 // SYNs sent to the backup again (Config.SynRetries)
 	clientWS   uint8 // shift the client applies to windows it receives
 	ackSent    rewrite.Seq
 	reSent     rewrite.Seq // right edge last announced to the client

@@ -774,12 +774,16 @@ var (
 		cat([]byte{209, 1}, seedHandshake, seedRequest,
 			[]byte{opServerData, 1, 127, opServerData, 1, 127, opServerData, 1, 127, opServerData, 0, 127,
 				opServerData, 4, 127, 8, opClientSack, 0, opServerSack, 0, opServerDown, 0, opClientAck, 0, 0, opTick}),
-		// handshake failure: no backup SYN-ACK, then the primary fails in the handshake
-		[]byte{209, 1, opClientSyn, 0x70, opSynAck, 0x71 << 1, opClock, 60, opTick,
+		// handshake failure: no backup SYN-ACK to the SYN or its two retries,
+		// then the primary fails in the handshake
+		[]byte{209, 1, opClientSyn, 0x70, opSynAck, 0x71 << 1, opClock, 60, opTick, opClock, 60, opTick, opClock, 60, opTick,
 			opClientAck, 0, 0, opServerDown, 0, opClock, 0xE0, opClientSyn, 0x70, opSynAck, 0x71<<1 | 1, opTick},
 		// the primary fails before its SYN-ACK reaches the client
 		[]byte{0x13, 0, opClientSyn, 0x70, opSynAck, 0x71 << 1, opServerDown, 0, opTick,
 			opSynAck, 0x71<<1 | 1, opClientAck, 0, 0, opClientData, 18, 0, opServerData, 1, 100, opClientAck, 0, 0},
+		// the backup's SYN-ACK comes only after the SYN is sent to it again
+		cat([]byte{209, 1}, []byte{opClientSyn, 0x70, opSynAck, 0x71 << 1, opClock, 60, opTick,
+			opSynAck, 0x71<<1 | 1, opClientAck, 0, 0}, seedRequest, seedReply, seedClose),
 	}
 )
 
@@ -807,6 +811,7 @@ func TestFlowSeeds(t *testing.T) {
 		{name: "SACK then primary fails", takeovers: 1},
 		{name: "no backup SYN-ACK, then the primary fails", unprotected: 1, rs: 1},
 		{name: "primary fails before its SYN-ACK reaches the client", takeovers: 1},
+		{name: "backup's SYN-ACK after a retried SYN", fin: true},
 	}
 	if len(cases) != len(flowSeeds) {
 		t.Fatalf("%d outcomes for %d seeds", len(cases), len(flowSeeds))

@@ -37,6 +37,7 @@ const (
 	HalfOpenEvicted                 // oldest half-open flows removed to make room for a new SYN at the cap
 	UnknownProbes                   // ACKs that make the client of an unknown connection say where its reset must land
 	AcksHeld                        // client pure ACKs held for the client's next segment to carry (holdAck)
+	SynRetries                      // client SYNs sent to the backup again for a missing SYN-ACK
 	NumCounters
 )
 
@@ -47,7 +48,7 @@ var counterNames = [NumCounters]string{
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
-	"half_open_evicted", "unknown_probes", "acks_held",
+	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries",
 }
 
 func (c Counter) String() string { return counterNames[c] }

@@ -22,7 +22,13 @@ type Config struct {
 	// Servers holds the primary's and the backup's real addresses.
 	Servers [2][4]byte
 
-	SynAckWait       time.Duration // how long the client's SYN-ACK waits for the backup's (default 50ms)
+	SynAckWait time.Duration // how long the client's SYN-ACK waits for the backup's (default 50ms)
+	// SynRetries is how many times the client's SYN is sent to the backup
+	// again, each time SynAckWait passes without its SYN-ACK, before the
+	// flow goes on without the backup (default 2; negative: none). A lost
+	// SYN or SYN-ACK would otherwise cost the flow its protection; the
+	// backup's own retransmission comes only after a second.
+	SynRetries       int
 	HandshakeTimeout time.Duration // half-open flows expire after this (default 10s)
 	IdleTimeout      time.Duration // established flows with no traffic expire (default 10m)
 	TimeWaitTimeout  time.Duration // closed flows linger to absorb retransmissions (default 30s)
@@ -52,6 +58,9 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	def(&c.SynAckWait, 50*time.Millisecond)
+	if c.SynRetries == 0 {
+		c.SynRetries = 2
+	}
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 10*time.Minute)
 	def(&c.TimeWaitTimeout, 30*time.Second)
@@ -310,6 +319,7 @@ func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {
 	f.cli.opt.read(p)
 	f.cli.isn = p.Seq()
 	f.cli.nxt = p.Seq().Add(1)
+	f.cli.synWin = p.Window()
 	if val, _, ok := p.Timestamps(); ok {
 		f.cli.tsLast = val
 	}
@@ -1220,6 +1230,26 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 	t.countToServer(l.server)
 }
 
+// synToServer sends the client's SYN to leg i again, rebuilt from what the
+// flow kept of it. A server still in SYN-RECV answers a retransmitted SYN
+// with its SYN-ACK again; one that never saw the SYN answers it afresh.
+func (t *Table) synToServer(f *Flow, i uint8, out *Output) {
+	c := &f.cli
+	s := rewrite.Spec{
+		Src: f.key.Client, Dst: t.cfg.Servers[f.legs[i].server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
+		Seq: c.isn, Flags: rewrite.SYN, Window: c.synWin, MSS: c.opt.mss, WScale: -1,
+		SACKPermitted: c.opt.sackOK, HasTS: c.opt.hasTS, TSval: c.tsLast,
+	}
+	if c.opt.hasWS {
+		s.WScale = int8(c.opt.ws)
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(ServerSide, b[:n])
+	t.count(SynRetries)
+	t.countToServer(f.legs[i].server)
+}
+
 // resetUnknown answers a segment of a connection the gateway does not know
 // — it restarted, or the flow expired — with a reset, as a TCP endpoint
 // does for a connection that does not exist (RFC 9293 §3.10.7.1), so that
@@ -1507,6 +1537,13 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 		}
 		f.synAckDue = 0
 		if o := other(f.live); f.legs[o].up && !f.legs[o].synAck {
+			if int(f.synTries) < t.cfg.SynRetries {
+				f.synTries++
+				t.synToServer(f, o, out)
+				f.synAckDue = now + int64(t.cfg.SynAckWait)
+				t.waiting = append(t.waiting, f)
+				continue
+			}
 			t.count(SynAckTimeouts)
 			t.shadowLost(f, o, "synack_timeout")
 		}

@@ -94,6 +94,13 @@ func (s seg) opt(kind layers.TCPOptionKind) ([]byte, bool) {
 	return nil, false
 }
 
+func be16(b []byte) uint16 {
+	if len(b) < 2 {
+		return 0
+	}
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
 func be32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
@@ -336,6 +343,9 @@ func TestHandshakeGating(t *testing.T) {
 	}
 }
 
+// TestSynAckTimeoutLeavesFlowUnprotected: a backup that never answers gets
+// the client's SYN again at each SynAckWait, SynRetries times; then the
+// client is answered and the flow goes on without the backup.
 func TestSynAckTimeoutLeavesFlowUnprotected(t *testing.T) {
 	b := newBed(t, 10, 20, 30)
 	syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
@@ -346,6 +356,13 @@ func TestSynAckTimeoutLeavesFlowUnprotected(t *testing.T) {
 	}
 	if out := b.tick(10 * time.Millisecond); len(out) != 0 {
 		t.Fatal("SYN-ACK released before the bound")
+	}
+	for try := 1; try <= 2; try++ {
+		out := b.tick(50 * time.Millisecond)
+		if len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "S" ||
+			[4]byte(out[0].ip.DstIP.To4()) != backupIP || rewrite.Seq(out[0].tcp.Seq) != b.cISN {
+			t.Fatalf("retry %d: %d frames, want the client's SYN to the backup: %+v", try, len(out), out)
+		}
 	}
 	out := b.tick(50 * time.Millisecond)
 	var sa, rst int
@@ -361,13 +378,71 @@ func TestSynAckTimeoutLeavesFlowUnprotected(t *testing.T) {
 	if sa != 1 || rst != 1 {
 		t.Fatalf("after the bound: %d SYN-ACKs to the client, %d RSTs to the backup; want 1 and 1", sa, rst)
 	}
-	if f := b.flow(); f.Protection() != Unprotected || b.tab.Stats.Counters[SynAckTimeouts] != 1 {
-		t.Fatalf("flow %v, timeouts %d", f.Protection(), b.tab.Stats.Counters[SynAckTimeouts])
+	st := &b.tab.Stats
+	if f := b.flow(); f.Protection() != Unprotected || st.Counters[SynAckTimeouts] != 1 || st.Counters[SynRetries] != 2 {
+		t.Fatalf("flow %v, timeouts %d, retries %d", f.Protection(), st.Counters[SynAckTimeouts], st.Counters[SynRetries])
 	}
 	// A late backup SYN-ACK no longer belongs to the flow.
 	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
 	if out := b.feed(false, bsa, nil); len(out) != 0 {
 		t.Fatalf("late backup SYN-ACK produced %d frames", len(out))
+	}
+}
+
+// TestSynRetryKeepsProtection: the backup's SYN-ACK (or the SYN to it) was
+// lost; the client's SYN, sent to the backup again with the options the
+// client offered, draws the backup's SYN-ACK, and the flow stays protected.
+func TestSynRetryKeepsProtection(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
+			syn.MSS, syn.WScale, syn.SACKPermitted, syn.Window = 1460, 7, true, 64240
+			b.feed(true, syn, nil)
+			psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
+			psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
+			b.feed(false, psa, nil)
+			out := b.tick(50 * time.Millisecond)
+			if len(out) != 1 || out[0].flags() != "S" || [4]byte(out[0].ip.DstIP.To4()) != backupIP {
+				t.Fatalf("%d frames at the bound, want the SYN to the backup: %+v", len(out), out)
+			}
+			r := out[0]
+			if [4]byte(r.ip.SrcIP.To4()) != clientIP || uint16(r.tcp.SrcPort) != cport || uint16(r.tcp.DstPort) != vport ||
+				rewrite.Seq(r.tcp.Seq) != b.cISN || r.tcp.Window != 64240 {
+				t.Fatalf("SYN sent again: %v:%d -> :%d seq %d win %d", r.ip.SrcIP, r.tcp.SrcPort, r.tcp.DstPort, r.tcp.Seq, r.tcp.Window)
+			}
+			if m, ok := r.opt(layers.TCPOptionKindMSS); !ok || be16(m) != 1460 {
+				t.Fatalf("MSS %v", m)
+			}
+			if w, ok := r.opt(layers.TCPOptionKindWindowScale); !ok || w[0] != 7 {
+				t.Fatalf("window scale %v", w)
+			}
+			if _, ok := r.opt(layers.TCPOptionKindSACKPermitted); !ok {
+				t.Fatal("SACK-permitted dropped")
+			}
+			if val, ecr, ok := r.ts(); !ok || val != cTS0 || ecr != 0 {
+				t.Fatalf("timestamps %d %d %v", val, ecr, ok)
+			}
+			bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+			bsa.MSS, bsa.WScale, bsa.SACKPermitted = 1400, 7, true
+			out = b.feed(false, bsa, nil)
+			if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "SA" || rewrite.Seq(out[0].tcp.Seq) != b.pISN {
+				t.Fatalf("backup's SYN-ACK after the retry: %d frames %+v", len(out), out)
+			}
+			if m, _ := out[0].opt(layers.TCPOptionKindMSS); be16(m) != 1400 {
+				t.Fatalf("client offered MSS %d, want the smaller 1400", be16(m))
+			}
+			if f := b.flow(); f.Protection() != Protected {
+				t.Fatalf("flow unprotected: %s", f.why)
+			}
+			if out := b.tick(time.Second); len(out) != 0 {
+				t.Fatalf("%d frames after the handshake: a retry still pending", len(out))
+			}
+			st := &b.tab.Stats
+			if st.Counters[SynRetries] != 1 || st.Counters[SynAckTimeouts] != 0 {
+				t.Fatalf("retries %d, timeouts %d", st.Counters[SynRetries], st.Counters[SynAckTimeouts])
+			}
+		})
 	}
 }
 

@@ -124,3 +124,64 @@ func TestLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestLostHandshakeToBackup: the backup's first SYN-ACK of a connection (in
+// one case) or the client's first SYN to the backup (in the other) is lost
+// on the server LAN. The gateway sends the SYN to the backup again, so the
+// connection starts protected and survives the primary's crash in the middle
+// of its download.
+func TestLostHandshakeToBackup(t *testing.T) {
+	bed := upFailover(t)
+	port := 45600
+	for _, c := range []struct {
+		name  string
+		chain string
+		match []string
+	}{
+		{"SYN-ACK lost", "OUTPUT", []string{"--sport", "80", "--tcp-flags", "SYN,ACK", "SYN,ACK"}},
+		{"SYN lost", "INPUT", []string{"--dport", "80", "--tcp-flags", "SYN,ACK", "SYN"}},
+	} {
+		port++
+		t.Run(c.name, func(t *testing.T) {
+			b := bed.For(t)
+			b.StartGateway(failoverArgs...)
+			// Only this connection's first SYN (or SYN-ACK): the health
+			// probes' handshakes come from the gateway's own address.
+			peer := "-s"
+			if c.chain == "OUTPUT" {
+				peer = "-d"
+			}
+			rule := append([]string{c.chain, "-p", "tcp", peer, ClientIP}, c.match...)
+			rule = append(rule, "-m", "statistic", "--mode", "nth", "--every", "1000", "--packet", "0", "-j", "DROP")
+			b.MustRun(b.Backup(), "iptables", append([]string{"-I"}, rule...)...)
+			defer b.Run(b.Backup(), "iptables", append([]string{"-D"}, rule...)...)
+			capture := b.StartTcpdump(b.Client(), "eth0", "tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0 and host "+VIP)
+			run := b.Background(func() (*Transfer, error) {
+				return b.Download("/big.bin", "--limit-rate", "24M", "--local-port", strconv.Itoa(port), "--max-time", "30")
+			})
+			time.Sleep(time.Second)
+			if run.Done() {
+				t.Fatal("the transfer ended before the crash")
+			}
+			in := b.Inject(Crash, Pri)
+			defer in.Repair()
+			tr, err := run.Wait()
+			if err != nil {
+				t.Fatalf("%v", err)
+			}
+			if tr.SHA256 != b.SHA256("big.bin") || tr.Bytes != 64<<20 || tr.NumConnects != 1 {
+				t.Errorf("big.bin: %d bytes sha256 %s on %d connections", tr.Bytes, tr.SHA256, tr.NumConnects)
+			}
+			if rsts := capture.Stop().Opened().ClientRSTs(); len(rsts) > 0 {
+				t.Errorf("the client received resets:\n%s", rsts)
+			}
+			st := gatewayStatus(t, b)
+			ev := st.Packets.Events
+			t.Logf("syn_retries %d, synack_timeouts %d, takeovers %d, flows unprotected %d",
+				ev["syn_retries"], ev["synack_timeouts"], ev["takeovers"], ev["flows_unprotected"])
+			if ev["syn_retries"] < 1 || ev["synack_timeouts"] != 0 || ev["flows_unprotected"] != 0 || ev["takeovers"] != 1 {
+				t.Error("want the SYN sent to the backup again, no timeout, and the flow taken over protected")
+			}
+		})
+	}
+}
