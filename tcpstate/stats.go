@@ -38,6 +38,7 @@ const (
 	UnknownProbes                   // ACKs that make the client of an unknown connection say where its reset must land
 	AcksHeld                        // client pure ACKs held for the client's next segment to carry (holdAck)
 	SynRetries                      // client SYNs sent to the backup again for a missing SYN-ACK
+	DrainCutoffs                    // lagging shadows reset after a client's reset because they stopped catching up
 	NumCounters
 )
 
@@ -48,7 +49,7 @@ var counterNames = [NumCounters]string{
 	"backup_rsts", "synack_timeouts", "option_mismatches", "fin_mismatches",
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
-	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries",
+	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
 }
 
 func (c Counter) String() string { return counterNames[c] }

@@ -582,14 +582,19 @@ func (f *Flow) lagsReply(i uint8) bool {
 	return int32(live.offset(live.sndNxt)-l.offset(l.sndNxt)) > 0
 }
 
-// rstHoldMax bounds how long a shadow whose reset waits (clientRST) has its
-// reply acknowledged by the gateway; after it, its next segment is reset.
+// rstHoldMax bounds how long a shadow whose reset waits (clientRST) may go
+// without sending more of its reply; its next segment after that is reset.
+// A bound on progress, not on the whole wait: a backup that lags by many
+// requests on many connections at once (the end of a load run) works through
+// them for longer than a second, and every request it is cut off from is one
+// the primary answered and it never will.
 const rstHoldMax = int64(time.Second)
 
 // drainShadow takes a segment of shadow leg i after the client reset the
 // flow, while the shadow's reset waits for it to send the reply the live
 // leg sent: the gateway acknowledges the shadow's data so it goes on, and
-// resets it once it has sent as far, or once rstHoldMax has passed.
+// resets it once it has sent as far, or once it has sent nothing new for
+// rstHoldMax (f.seen marks its last progress).
 func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	l := &f.legs[i]
 	t.drop(DropFlowClosed)
@@ -599,11 +604,15 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	}
 	if end := p.Seq().Add(p.SegLen()); l.sndNxt.LessThan(end) {
 		l.sndNxt = end
+		f.seen = t.now
 	}
 	if !out.room(1) {
 		return
 	}
-	if !f.lagsReply(i) || t.now-f.closedAt > rstHoldMax {
+	if lags := f.lagsReply(i); !lags || t.now-f.seen > rstHoldMax {
+		if lags {
+			t.count(DrainCutoffs)
+		}
 		l.rstHeld = false
 		t.rstToServer(f, i, out)
 		return

@@ -977,10 +977,24 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("%d late segments counted as flow_closed, want 3", b.tab.Stats.Drops[DropFlowClosed])
 		}
 	})
-	t.Run("reset after the bound", func(t *testing.T) {
+	t.Run("reset once the backup stops catching up", func(t *testing.T) {
 		b := resetWhileLagging(t)
+		// Each step comes after most of the bound: progress renews it.
+		for k, step := range [][]byte{reply[:200], reply[200:400]} {
+			b.now += rstHoldMax - 1
+			seq := b.bISN + 1 + rewrite.Seq(200*k)
+			out := b.feed(false, b.fromServer(backupIP, seq, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), step)
+			if len(out) != 1 || out[0].flags() != "A" || rewrite.Seq(out[0].tcp.Ack) != seq+200 {
+				t.Fatalf("backup's bytes %d-%d, %v after the last: %+v, want them acknowledged",
+					200*k, 200*k+200, time.Duration(rstHoldMax-1), out)
+			}
+		}
+		// A retransmission after the bound is no progress.
 		b.now += rstHoldMax + 1
-		wantRST(b, b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300]))
+		wantRST(b, b.feed(false, b.fromServer(backupIP, b.bISN+201, b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0), reply[200:400]))
+		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
+			t.Fatalf("drain_cutoffs %d, want 1", n)
+		}
 	})
 	t.Run("no lag: both reset at once", func(t *testing.T) {
 		b := newBed(t, 100, 200, 300)

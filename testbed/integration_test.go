@@ -158,7 +158,8 @@ func TestReplicatingDatapath(t *testing.T) {
 		}
 	})
 
-	t.Logf("gateway: flows %+v drops %v", st.Flows, nonZero(st.Drops))
+	t.Logf("gateway: flows %+v drops %v; backups cut off while draining after a client's reset: %d",
+		st.Flows, nonZero(st.Drops), st.Packets.Events["drain_cutoffs"])
 	if st.Flows.Unprotected != 0 {
 		t.Errorf("%d flows lost their backup leg", st.Flows.Unprotected)
 	}
