@@ -1176,6 +1176,8 @@ func (t *Table) holdAcks(f *Flow) {
 
 // sendHeldAcks sends the held client ACKs that fell due, to each leg that
 // no later segment told; it reports whether out filled before it was done.
+// Once the client reset the flow, only a shadow still draining (rstHeld) is
+// owed its ACK: left unpaid, it would wait for a loss probe to go on.
 func (t *Table) sendHeldAcks(now int64, out *Output) (more bool) {
 	done := 0
 	for _, f := range t.held {
@@ -1188,11 +1190,13 @@ func (t *Table) sendHeldAcks(now int64, out *Output) (more bool) {
 		}
 		done++
 		f.ackDue = 0
-		if f.deleted || f.state == StateClosed {
+		if f.deleted {
 			continue
 		}
 		for i := uint8(0); i < 2; i++ {
-			t.ackOwed(f, i, out)
+			if f.state != StateClosed || f.legs[i].rstHeld {
+				t.ackOwed(f, i, out)
+			}
 		}
 	}
 	t.held = dropFront(t.held, done)

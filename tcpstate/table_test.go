@@ -996,6 +996,25 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("drain_cutoffs %d, want 1", n)
 		}
 	})
+	t.Run("a held ACK is paid to the draining backup", func(t *testing.T) {
+		b := newBedHolding(t, 100, 200, 300, 200*time.Microsecond)
+		b.handshake()
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), reply)
+		b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.ACK, cTS0+1, pTS0+1), nil)
+		// The backup's first 300 bytes: a debt under two segments, held.
+		if out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300]); len(out) != 0 {
+			t.Fatalf("backup's small debt: %+v, want it held", out)
+		}
+		out := b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+2, pTS0+1), nil)
+		if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != primaryIP {
+			t.Fatalf("client's reset: %+v, want it for the primary alone", out)
+		}
+		out = b.tick(time.Millisecond)
+		if len(out) != 1 || out[0].flags() != "A" || [4]byte(out[0].ip.DstIP.To4()) != backupIP ||
+			rewrite.Seq(out[0].tcp.Ack) != b.bISN+301 {
+			t.Fatalf("after the hold: %+v, want the backup's 300 bytes acknowledged", out)
+		}
+	})
 	t.Run("no lag: both reset at once", func(t *testing.T) {
 		b := newBed(t, 100, 200, 300)
 		b.handshake()
