@@ -606,6 +606,13 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 		l.sndNxt = end
 		f.seen = t.now
 	}
+	// Its ack of the client's last bytes may come only now. The gateway's
+	// ACKs and reset start at it: Linux drops a segment that starts below
+	// what it last acknowledged, so a stale one would leave the backup
+	// retransmitting, unacknowledged, until the bound cut it off.
+	if a := p.Ack(); p.Flags()&rewrite.ACK != 0 && l.ack.LessThan(a) && !f.cli.nxt.LessThan(a) {
+		l.ack = a
+	}
 	if !out.room(1) {
 		return
 	}

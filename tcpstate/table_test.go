@@ -1015,6 +1015,24 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("after the hold: %+v, want the backup's 300 bytes acknowledged", out)
 		}
 	})
+	t.Run("the backup's late ack of the last request moves the drain's ACKs", func(t *testing.T) {
+		b := newBed(t, 100, 200, 300)
+		b.handshake()
+		req := bytes.Repeat([]byte("q"), 43)
+		b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), req)
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+44, rewrite.ACK, 500, pTS0+1, cTS0+1), reply)
+		b.feed(true, b.fromClient(b.cISN+44, b.pISN+601, rewrite.ACK, cTS0+2, pTS0+1), nil)
+		b.feed(true, b.fromClient(b.cISN+44, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+3, pTS0+1), nil)
+		// The backup acknowledges the request only now, with its reply.
+		out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+44, rewrite.ACK, 125, bTS0+1, cTS0+1), reply[:300])
+		if len(out) != 1 || out[0].flags() != "A" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+44 || rewrite.Seq(out[0].tcp.Ack) != b.bISN+301 {
+			t.Fatalf("%+v, want an ACK of the backup's 300 bytes from the request's end (seq %d)", out, b.cISN+44)
+		}
+		out = b.feed(false, b.fromServer(backupIP, b.bISN+301, b.cISN+44, rewrite.ACK, 125, bTS0+2, cTS0+1), reply[300:])
+		if len(out) != 1 || out[0].flags() != "R" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+44 {
+			t.Fatalf("%+v, want the backup's reset at the request's end (seq %d)", out, b.cISN+44)
+		}
+	})
 	t.Run("no lag: both reset at once", func(t *testing.T) {
 		b := newBed(t, 100, 200, 300)
 		b.handshake()
