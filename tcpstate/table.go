@@ -1120,10 +1120,12 @@ func (f *Flow) clientRcvNxt() rewrite.Seq {
 }
 
 // ackOwed acknowledges what leg i sent that the client has acknowledged,
-// unless a forwarded client ACK has said it since the debt arose.
+// unless a forwarded client ACK has said it since the debt arose. Once the
+// client reset the flow only a shadow still draining (rstHeld) is owed one:
+// left unpaid, it would wait for a loss probe to go on; the others were reset.
 func (t *Table) ackOwed(f *Flow, i uint8, out *Output) {
 	l := &f.legs[i]
-	if !l.up || !l.synAck || !f.cli.hasAck {
+	if !l.up || !l.synAck || !f.cli.hasAck || f.state == StateClosed && !l.rstHeld {
 		return
 	}
 	if a := f.ackable(i); l.acked.LessThan(a) {
@@ -1183,8 +1185,6 @@ func (t *Table) holdAcks(f *Flow) {
 
 // sendHeldAcks sends the held client ACKs that fell due, to each leg that
 // no later segment told; it reports whether out filled before it was done.
-// Once the client reset the flow, only a shadow still draining (rstHeld) is
-// owed its ACK: left unpaid, it would wait for a loss probe to go on.
 func (t *Table) sendHeldAcks(now int64, out *Output) (more bool) {
 	done := 0
 	for _, f := range t.held {
@@ -1201,9 +1201,7 @@ func (t *Table) sendHeldAcks(now int64, out *Output) (more bool) {
 			continue
 		}
 		for i := uint8(0); i < 2; i++ {
-			if f.state != StateClosed || f.legs[i].rstHeld {
-				t.ackOwed(f, i, out)
-			}
+			t.ackOwed(f, i, out)
 		}
 	}
 	t.held = dropFront(t.held, done)

@@ -1005,7 +1005,9 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 		if out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300]); len(out) != 0 {
 			t.Fatalf("backup's small debt: %+v, want it held", out)
 		}
-		out := b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.RST|rewrite.ACK, cTS0+2, pTS0+1), nil)
+		// A reset without ACK: it pays neither leg's held debt. Only the
+		// draining backup is owed one; the primary was reset.
+		out := b.feed(true, b.fromClient(b.cISN+1, 0, rewrite.RST, cTS0+2, 0), nil)
 		if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != primaryIP {
 			t.Fatalf("client's reset: %+v, want it for the primary alone", out)
 		}
