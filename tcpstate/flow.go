@@ -92,6 +92,19 @@ type leg struct {
 	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space
 }
 
+// advance takes from an acceptable segment of the leg how far it has sent
+// and how far it has acknowledged the client's stream; it reports whether
+// the leg sent anything new.
+func (l *leg) advance(p *rewrite.Packet) (sent bool) {
+	if end := p.Seq().Add(p.SegLen()); l.sndNxt.LessThan(end) {
+		l.sndNxt, sent = end, true
+	}
+	if a := p.Ack(); p.Flags()&rewrite.ACK != 0 && l.ack.LessThan(a) {
+		l.ack = a
+	}
+	return sent
+}
+
 // offset returns the stream offset of s in this leg's space.
 func (l *leg) offset(s rewrite.Seq) uint32 { return uint32(s - l.isn - 1) }
 

@@ -602,16 +602,15 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 		l.rstHeld = false
 		return
 	}
-	if end := p.Seq().Add(p.SegLen()); l.sndNxt.LessThan(end) {
-		l.sndNxt = end
-		f.seen = t.now
+	if _, ok := t.serverAcceptable(f, i, p); !ok {
+		return // a bogus segment must not pass for the end of the drain
 	}
-	// Its ack of the client's last bytes may come only now. The gateway's
-	// ACKs and reset start at it: Linux drops a segment that starts below
-	// what it last acknowledged, so a stale one would leave the backup
-	// retransmitting, unacknowledged, until the bound cut it off.
-	if a := p.Ack(); p.Flags()&rewrite.ACK != 0 && l.ack.LessThan(a) && !f.cli.nxt.LessThan(a) {
-		l.ack = a
+	// Its ack of the client's last bytes may come only now, and the
+	// gateway's ACKs and reset start at it: Linux drops a segment that
+	// starts below what it last acknowledged, so a stale one would leave
+	// the backup retransmitting, unacknowledged, until the bound cut it off.
+	if l.advance(p) {
+		f.seen = t.now
 	}
 	if !out.room(1) {
 		return
@@ -625,7 +624,8 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 		return
 	}
 	if p.SegLen() > 0 {
-		t.ackToServer(f, i, l.sndNxt, out)
+		l.acked = l.sndNxt
+		t.ackToServer(f, i, l.acked, out)
 	}
 }
 
@@ -766,18 +766,10 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		}
 		l.tsEcr = ecr
 	}
-	if end := p.Seq().Add(p.SegLen()); l.sndNxt.LessThan(end) {
-		l.sndNxt = end
-	}
-	if flags&rewrite.ACK != 0 {
-		a := p.Ack()
-		if l.ack.LessThan(a) {
-			l.ack = a
-		}
-		if a == l.ack {
-			// max: a reordered older segment must not shrink the window.
-			l.rightEdge = rewrite.SeqMax(l.rightEdge, a.Add(uint32(p.Window())<<f.shift(l)))
-		}
+	l.advance(p)
+	if a := p.Ack(); flags&rewrite.ACK != 0 && a == l.ack {
+		// max: a reordered older segment must not shrink the window.
+		l.rightEdge = rewrite.SeqMax(l.rightEdge, a.Add(uint32(p.Window())<<f.shift(l)))
 	}
 	l.nsack = p.NumSACK()
 	for j := 0; j < l.nsack; j++ {

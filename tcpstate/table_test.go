@@ -996,6 +996,17 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("drain_cutoffs %d, want 1", n)
 		}
 	})
+	t.Run("a segment far outside the window does not end the drain", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		// Past the whole reply, had it been taken: a reset would follow.
+		if out := b.feed(false, b.fromServer(backupIP, b.bISN+1+1<<30, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300]); len(out) != 0 {
+			t.Fatalf("bogus segment: %+v, want it dropped", out)
+		}
+		out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300])
+		if len(out) != 1 || out[0].flags() != "A" || rewrite.Seq(out[0].tcp.Ack) != b.bISN+301 {
+			t.Fatalf("backup's first 300 bytes after a bogus segment: %+v, want them acknowledged", out)
+		}
+	})
 	t.Run("a held ACK is paid to the draining backup", func(t *testing.T) {
 		b := newBedHolding(t, 100, 200, 300, 200*time.Microsecond)
 		b.handshake()
