@@ -616,16 +616,17 @@ func TestShadowAcksCoalesced(t *testing.T) {
 func TestAckHold(t *testing.T) {
 	const hold = 200 * time.Microsecond
 	reply := bytes.Repeat([]byte("r"), 1000)
-	// exchange runs a request and both servers' 1000-byte replies, and
-	// returns the client's ACK of the reply, not yet fed.
 	// request runs a request and the primary's 1000-byte reply.
 	request := func(b *bed) {
 		b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("GET"))
 		b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+1), reply)
 	}
+	// backupReply feeds the backup's 1000-byte reply and returns what came out.
 	backupReply := func(b *bed) []seg {
 		return b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK|rewrite.PSH, 125, bTS0+1, cTS0+1), reply)
 	}
+	// exchange runs a request and both servers' 1000-byte replies, and
+	// returns the client's ACK of the reply, not yet fed.
 	exchange := func(b *bed) rewrite.Spec {
 		request(b)
 		backupReply(b)
