@@ -5,6 +5,7 @@
 package tcpstate
 
 import (
+	"math"
 	"time"
 
 	"understudy/rewrite"
@@ -25,7 +26,7 @@ type Config struct {
 	SynAckWait time.Duration // how long the client's SYN-ACK waits for the backup's (default 50ms)
 	// SynRetries is how many times the client's SYN is sent to the backup
 	// again, each time SynAckWait passes without its SYN-ACK, before the
-	// flow goes on without the backup (default 2; negative: none). A lost
+	// flow goes on without the backup (default 2, at most 255; negative: none). A lost
 	// SYN or SYN-ACK would otherwise cost the flow its protection; the
 	// backup's own retransmission comes only after a second.
 	SynRetries       int
@@ -61,6 +62,7 @@ func (c Config) WithDefaults() Config {
 	if c.SynRetries == 0 {
 		c.SynRetries = 2
 	}
+	c.SynRetries = min(c.SynRetries, math.MaxUint8) // Flow.synTries counts them
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 10*time.Minute)
 	def(&c.TimeWaitTimeout, 30*time.Second)

@@ -389,6 +389,14 @@ func TestSynAckTimeoutLeavesFlowUnprotected(t *testing.T) {
 	}
 }
 
+func TestSynRetriesConfig(t *testing.T) {
+	for _, tc := range []struct{ set, want int }{{0, 2}, {-1, -1}, {5, 5}, {1000, 255}} {
+		if got := (Config{SynRetries: tc.set}).WithDefaults().SynRetries; got != tc.want {
+			t.Errorf("SynRetries %d: %d after defaults, want %d", tc.set, got, tc.want)
+		}
+	}
+}
+
 // TestSynRetryKeepsProtection: the backup's SYN-ACK (or the SYN to it) was
 // lost; the client's SYN, sent to the backup again with the options the
 // client offered, draws the backup's SYN-ACK, and the flow stays protected.
