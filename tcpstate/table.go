@@ -26,9 +26,9 @@ type Config struct {
 	SynAckWait time.Duration // how long the client's SYN-ACK waits for the backup's (default 50ms)
 	// SynRetries is how many times the client's SYN is sent to the backup
 	// again, each time SynAckWait passes without its SYN-ACK, before the
-	// flow goes on without the backup (default 2, at most 255; negative: none). A lost
-	// SYN or SYN-ACK would otherwise cost the flow its protection; the
-	// backup's own retransmission comes only after a second.
+	// flow goes on without the backup (default 2, at most 255; negative:
+	// none). A lost SYN or SYN-ACK would otherwise cost the flow its
+	// protection; the backup's own retransmission comes only after a second.
 	SynRetries       int
 	HandshakeTimeout time.Duration // half-open flows expire after this (default 10s)
 	IdleTimeout      time.Duration // established flows with no traffic expire (default 10m)
