@@ -1488,11 +1488,15 @@ func (t *Table) emitSynAck(f *Flow, out *Output) {
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(ClientSide, b[:n])
 	t.count(ToClient)
-	f.synAckSent = true
 	f.ackSent = s.Ack
 	f.reSent = s.Ack.Add(uint32(s.Window))
-	f.nxtSent = v.isn.Add(1)
-	f.tsSent = v.synTS
+	if !f.synAckSent {
+		// Sent again for a client that lost it, the SYN-ACK carries its
+		// first TSval: what the client was sent since must not go back.
+		f.nxtSent = v.isn.Add(1)
+		f.tsSent = v.synTS
+	}
+	f.synAckSent = true
 }
 
 // checkClosed moves a flow to TIME_WAIT once both directions are closed and
