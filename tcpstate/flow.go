@@ -160,6 +160,8 @@ type Flow struct {
 	ackLagSince  int64       // since when the live leg acknowledges less than the shadow; 0 = it does not
 	ackLagNoted  bool        // this lag was reported
 	ackLagTarget rewrite.Seq // the shadow's ack when the lag began
+	leadEdge     rewrite.Seq // right edge last offered to the live leg, its space (lead.go)
+	shadowSeen   int64       // when the shadow leg last sent a new byte
 
 	resetByGateway bool // the gateway reset the client's connection
 }

@@ -165,6 +165,8 @@ func runFlowScript(t *testing.T, data []byte) *flowRun {
 		tab: New(Config{
 			Services: []Service{{VIP: vip, Port: vport}},
 			Servers:  [2][4]byte{primaryIP, backupIP},
+			// Small enough that a script's replies meet the lead bound.
+			MaxLead: 1500,
 		}),
 		out: NewOutput(maxFrame + 64),
 		buf: make([]byte, 2048),

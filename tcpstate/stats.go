@@ -39,6 +39,7 @@ const (
 	AcksHeld                        // client pure ACKs held for the client's next segment to carry (holdAck)
 	SynRetries                      // client SYNs sent to the backup again for a missing SYN-ACK
 	DrainCutoffs                    // lagging shadows reset after a client's reset because they stopped catching up
+	LeadLimits                      // segments to the live server whose window the lead bound narrowed
 	NumCounters
 )
 
@@ -50,6 +51,7 @@ var counterNames = [NumCounters]string{
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
+	"lead_limits",
 }
 
 func (c Counter) String() string { return counterNames[c] }

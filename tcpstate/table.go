@@ -49,6 +49,14 @@ type Config struct {
 	// acknowledgement, before the gateway sends it to the servers itself
 	// (default 200µs; negative: forward every ACK at once). See holdAck.
 	AckHold time.Duration
+	// MaxLead is how many bytes of reply the live server may send ahead of
+	// what the backup has sent: the window it is offered is narrowed so (see
+	// lead.go). It bounds the backup's backlog, and so a takeover's stall
+	// (default 128 KiB; negative: no bound).
+	MaxLead int
+	// LeadWait is how long a backup that holds the live server back may
+	// send nothing before the flow goes on without it (default 2s).
+	LeadWait time.Duration
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -85,6 +93,10 @@ func (c Config) WithDefaults() Config {
 	if c.AckHold == 0 {
 		c.AckHold = 200 * time.Microsecond
 	}
+	if c.MaxLead == 0 {
+		c.MaxLead = 128 << 10
+	}
+	def(&c.LeadWait, 2*time.Second)
 	return c
 }
 
@@ -445,6 +457,9 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 		if l.acked.LessThan(a) {
 			l.acked = a
 		}
+		if w := t.windowTo(f, i, a); w != q.Window() {
+			q.SetWindow(w)
+		}
 	}
 	if val, ecr, ok := q.Timestamps(); ok && flags&rewrite.ACK != 0 && l.synAck {
 		e := ecr + l.tsOff
@@ -768,7 +783,12 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		}
 		l.tsEcr = ecr
 	}
-	l.advance(p)
+	if l.advance(p) && i != f.live {
+		f.shadowSeen = now
+		if t.windowOpened(f, f.live) {
+			t.kick(f, kickAck0<<f.live) // the lead bound let go of the live leg
+		}
+	}
 	if a := p.Ack(); flags&rewrite.ACK != 0 && a == l.ack {
 		// max: a reordered older segment must not shrink the window.
 		l.rightEdge = rewrite.SeqMax(l.rightEdge, a.Add(uint32(p.Window())<<f.shift(l)))
@@ -1122,8 +1142,10 @@ func (t *Table) ackOwed(f *Flow, i uint8, out *Output) {
 	if !l.up || !l.synAck || !f.cli.hasAck || f.state == StateClosed && !l.rstHeld {
 		return
 	}
-	if a := f.ackable(i); l.acked.LessThan(a) {
-		l.acked = a
+	if a := f.ackable(i); l.acked.LessThan(a) || t.windowOpened(f, i) {
+		if l.acked.LessThan(a) {
+			l.acked = a
+		}
 		t.ackToServer(f, i, a, out)
 	}
 }
@@ -1232,7 +1254,7 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 	l := &f.legs[i]
 	s := rewrite.Spec{
 		Src: f.key.Client, Dst: t.cfg.Servers[l.server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
-		Seq: seq, Ack: a, Flags: flags, Window: f.cli.win, WScale: -1,
+		Seq: seq, Ack: a, Flags: flags, Window: t.windowTo(f, i, a), WScale: -1,
 		HasTS: l.opt.hasTS && f.cli.opt.hasTS, TSval: f.cli.tsLast, TSecr: l.tsLast,
 	}
 	b := out.buf()
@@ -1423,6 +1445,11 @@ func (t *Table) synAck(now int64, f *Flow, i uint8, p *rewrite.Packet, out *Outp
 	l.rightEdge = l.ack.Add(uint32(l.synWin))
 	l.sndNxt = l.isn.Add(1)
 	l.acked = l.isn
+	if i == f.live {
+		f.leadEdge = l.sndNxt.Add(uint32(f.cli.synWin))
+	} else {
+		f.shadowSeen = now
+	}
 	t.maybeReleaseSynAck(now, f, out)
 }
 
@@ -1588,6 +1615,11 @@ func (t *Table) sweep(now int64) {
 			expired = now-f.closedAt > int64(c.TimeWaitTimeout)
 		default:
 			expired = now-f.seen > int64(c.IdleTimeout)
+			if !expired && t.leadStalled(now, f) {
+				sh := other(f.live)
+				t.shadowLost(f, sh, "shadow_stalled")
+				t.kick(f, kickAck0<<f.live) // the live leg's window opens
+			}
 		}
 		if expired {
 			t.remove(f)
