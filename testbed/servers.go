@@ -89,6 +89,27 @@ func (b *Bed) AccessLog(s Server) []AccessEntry {
 	return out
 }
 
+// RequestsLogged counts the requests server s has logged, without parsing
+// them: the bench reads it around runs of hundreds of thousands.
+func (b *Bed) RequestsLogged(s Server) int {
+	b.t.Helper()
+	path, prefix := filepath.Join(b.Dir, string(s), "access.log"), ""
+	if !b.Nginx {
+		path, prefix = filepath.Join(b.Dir, string(s), "usweb.log"), "req "
+	}
+	lines, err := readLines(path)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
 // parseAccess reads the testbed's log format:
 // remote method status body_bytes request_length connection connection_requests request_time uri
 func parseAccess(line string) (AccessEntry, error) {
