@@ -67,20 +67,10 @@ type AccessEntry struct {
 // client has seen by a moment.
 func (b *Bed) AccessLog(s Server) []AccessEntry {
 	b.t.Helper()
-	path, prefix := filepath.Join(b.Dir, string(s), "access.log"), ""
-	if !b.Nginx {
-		path, prefix = filepath.Join(b.Dir, string(s), "usweb.log"), "req "
-	}
-	lines, err := readLines(path)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	path, lines := b.requestLines(s)
 	var out []AccessEntry
 	for _, l := range lines {
-		if !strings.HasPrefix(l, prefix) {
-			continue
-		}
-		e, err := parseAccess(strings.TrimPrefix(l, prefix))
+		e, err := parseAccess(l)
 		if err != nil {
 			b.t.Fatalf("%s: %v", path, err)
 		}
@@ -89,25 +79,32 @@ func (b *Bed) AccessLog(s Server) []AccessEntry {
 	return out
 }
 
-// RequestsLogged counts the requests server s has logged, without parsing
-// them: the bench reads it around runs of hundreds of thousands.
-func (b *Bed) RequestsLogged(s Server) int {
+// requestLines returns server s's request log and its request lines, each
+// without the prefix that marks it in usweb's log.
+func (b *Bed) requestLines(s Server) (path string, lines []string) {
 	b.t.Helper()
 	path, prefix := filepath.Join(b.Dir, string(s), "access.log"), ""
 	if !b.Nginx {
 		path, prefix = filepath.Join(b.Dir, string(s), "usweb.log"), "req "
 	}
-	lines, err := readLines(path)
+	all, err := readLines(path)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	n := 0
-	for _, l := range lines {
+	for _, l := range all {
 		if strings.HasPrefix(l, prefix) {
-			n++
+			lines = append(lines, strings.TrimPrefix(l, prefix))
 		}
 	}
-	return n
+	return path, lines
+}
+
+// RequestsLogged counts the requests server s has logged, without parsing
+// them: the bench reads it around runs of hundreds of thousands.
+func (b *Bed) RequestsLogged(s Server) int {
+	b.t.Helper()
+	_, lines := b.requestLines(s)
+	return len(lines)
 }
 
 // parseAccess reads the testbed's log format:
