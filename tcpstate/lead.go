@@ -14,11 +14,13 @@ import "understudy/rewrite"
 // window offered never shrinks (RFC 9293 §3.8.6), and a shadow that sends
 // nothing for LeadWait while it holds the live leg back leaves the flow.
 
-// leadBound reports whether f's live leg is held to its shadow's pace: a
-// shadow whose reply differs cannot take over, and need not be waited for.
+// leadBound reports whether f's live leg is held to its shadow's pace. A
+// flow that looks diverged is held too: a backup that lags by more than two
+// blocks is compared by whole blocks, and one whose Date header ticked past
+// the primary's differs in every block that holds one.
 func (t *Table) leadBound(f *Flow) bool {
 	return t.cfg.MaxLead > 0 && f.protectedPair() && f.legs[f.live].synAck &&
-		f.legs[other(f.live)].synAck && !f.cmp.diverged()
+		f.legs[other(f.live)].synAck
 }
 
 // leadLimit is the right edge, in the live leg's space, the lead bound

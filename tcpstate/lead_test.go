@@ -41,86 +41,104 @@ func toPrimary(out []seg) []seg {
 // before; the backup's progress opens it with a window update; a backup that
 // sends nothing while it holds the primary back leaves the flow.
 func TestLeadBound(t *testing.T) {
-	const lead = 8000
-	clientWin := uint32(1000) << 7 // the bed's client offers 128000 bytes
 	for _, tc := range isns {
-		t.Run(tc.name, func(t *testing.T) {
-			b := newBedLead(t, tc.cISN, tc.pISN, tc.bISN, lead)
-			b.handshake()
-			p, bk := b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET")))
-			if bk.tcp.Window != 1000 {
-				t.Fatalf("backup offered window %d, want the client's 1000", bk.tcp.Window)
+		for _, differs := range []bool{false, true} {
+			name := tc.name
+			if differs {
+				name += ", replies differ"
 			}
-			edge := b.offered(p)
-			if edge > lead || edge+128 <= lead {
-				t.Fatalf("primary offered up to offset %d, want the %d-byte lead rounded down to the scale", edge, lead)
-			}
-			if n := b.tab.Stats.Counters[LeadLimits]; n == 0 {
-				t.Fatal("lead_limits not counted")
-			}
-
-			// The primary sends 6000 bytes; the backup none. The client's
-			// ACK of them offers the primary no more than it had.
-			chunk := bytes.Repeat([]byte("r"), 1000)
-			for k := rewrite.Seq(0); k < 6; k++ {
-				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+1, cTS0+2), chunk)
-			}
-			p, _ = b.split(b.feed(true, b.fromClient(b.cISN+4, b.pISN+6001, rewrite.ACK, cTS0+3, pTS0+1), nil))
-			if e := b.offered(p); e < edge || e >= lead+128 {
-				t.Fatalf("after the client's ACK the primary is offered up to %d, want %d..%d", e, edge, lead+127)
-			}
-			edge = b.offered(p)
-
-			// The backup's 5000 bytes open the primary's window: one window
-			// update at the batch's end, besides the backup's own ACK.
-			for k := rewrite.Seq(0); k < 5; k++ {
-				out := b.feedInBatch(false, b.fromServer(backupIP, b.bISN+1+k*1000, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), chunk)
-				if len(toPrimary(out)) != 0 {
-					t.Fatalf("backup segment %d: %d frames to the primary before the batch's end", k, len(toPrimary(out)))
-				}
-			}
-			up := toPrimary(b.flush())
-			if len(up) != 1 || up[0].flags() != "A" || rewrite.Seq(up[0].tcp.Ack) != b.pISN+6001 {
-				t.Fatalf("batch end: %d frames to the primary, want one window update acknowledging %d", len(up), b.pISN+6001)
-			}
-			if e := b.offered(up[0]); e <= edge || e > 5000+lead {
-				t.Fatalf("window update offers up to %d, want past %d and within %d", e, edge, 5000+lead)
-			}
-			edge = b.offered(up[0])
-			// A backup segment that opens less than a quarter of the lead
-			// is no reason for a frame.
-			out := b.feed(false, b.fromServer(backupIP, b.bISN+5001, b.cISN+4, rewrite.ACK, 125, bTS0+2, cTS0+2), chunk[:100])
-			if len(toPrimary(out)) != 0 {
-				t.Fatalf("a 100-byte step of the backup sent the primary %d frames", len(toPrimary(out)))
-			}
-
-			// The primary fills what it was offered and the client takes
-			// it; the backup then stalls. It leaves the flow once LeadWait
-			// passes, and the primary is offered the client's whole window.
-			sent := uint32(6000)
-			for sent < edge {
-				n := min(1000, edge-sent)
-				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(sent), b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), chunk[:n])
-				sent += n
-			}
-			b.feed(true, b.fromClient(b.cISN+4, b.pISN+1+rewrite.Seq(sent), rewrite.ACK, cTS0+4, pTS0+2), nil)
-			if out := b.tick(time.Second); len(out) != 0 || b.flow().Protection() != Protected {
-				t.Fatalf("1s into the stall: %d frames, protection %v; want nothing yet", len(out), b.flow().Protection())
-			}
-			out = b.tick(2 * time.Second)
-			if f := b.flow(); f.Protection() != Unprotected || f.Why() != "shadow_stalled" {
-				t.Fatalf("after LeadWait the flow is %v (%q), want unprotected: shadow_stalled", f.Protection(), f.Why())
-			}
-			up = toPrimary(out)
-			if len(up) != 1 || b.offered(up[0]) != sent+clientWin {
-				t.Fatalf("after the backup left: %d frames to the primary, want one offering the client's window", len(up))
-			}
-		})
+			t.Run(name, func(t *testing.T) { leadBoundCase(t, tc.cISN, tc.pISN, tc.bISN, differs) })
+		}
 	}
 }
 
-// TestLeadBoundConfig: a negative MaxLead turns the bound off, and a flow
-// that has diverged is not held back by a backup that cannot take over.
+// leadBoundCase is one run of TestLeadBound. With differs, the backup's
+// bytes differ from the primary's, as whole blocks with a Date header that
+// ticked do: the flow looks diverged and is held all the same.
+func leadBoundCase(t *testing.T, cISN, pISN, bISN rewrite.Seq, differs bool) {
+	const lead = 8000
+	clientWin := uint32(1000) << 7 // the bed's client offers 128000 bytes
+	b := newBedLead(t, cISN, pISN, bISN, lead)
+	b.handshake()
+	p, bk := b.split(b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET")))
+	if bk.tcp.Window != 1000 {
+		t.Fatalf("backup offered window %d, want the client's 1000", bk.tcp.Window)
+	}
+	edge := b.offered(p)
+	if edge > lead || edge+128 <= lead {
+		t.Fatalf("primary offered up to offset %d, want the %d-byte lead rounded down to the scale", edge, lead)
+	}
+	if n := b.tab.Stats.Counters[LeadLimits]; n == 0 {
+		t.Fatal("lead_limits not counted")
+	}
+
+	// The primary sends 6000 bytes; the backup none. The client's
+	// ACK of them offers the primary no more than it had.
+	chunk := bytes.Repeat([]byte("r"), 1000)
+	for k := rewrite.Seq(0); k < 6; k++ {
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+1, cTS0+2), chunk)
+	}
+	p, _ = b.split(b.feed(true, b.fromClient(b.cISN+4, b.pISN+6001, rewrite.ACK, cTS0+3, pTS0+1), nil))
+	if e := b.offered(p); e < edge || e >= lead+128 {
+		t.Fatalf("after the client's ACK the primary is offered up to %d, want %d..%d", e, edge, lead+127)
+	}
+	edge = b.offered(p)
+
+	// The backup's 5000 bytes open the primary's window: one window
+	// update at the batch's end, besides the backup's own ACK.
+	backupChunk := chunk
+	if differs {
+		backupChunk = bytes.Repeat([]byte("d"), 1000)
+	}
+	for k := rewrite.Seq(0); k < 5; k++ {
+		out := b.feedInBatch(false, b.fromServer(backupIP, b.bISN+1+k*1000, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), backupChunk)
+		if len(toPrimary(out)) != 0 {
+			t.Fatalf("backup segment %d: %d frames to the primary before the batch's end", k, len(toPrimary(out)))
+		}
+	}
+	if b.flow().Diverged() != differs {
+		t.Fatalf("flow diverged %v, want %v", b.flow().Diverged(), differs)
+	}
+	up := toPrimary(b.flush())
+	if len(up) != 1 || up[0].flags() != "A" || rewrite.Seq(up[0].tcp.Ack) != b.pISN+6001 {
+		t.Fatalf("batch end: %d frames to the primary, want one window update acknowledging %d", len(up), b.pISN+6001)
+	}
+	if e := b.offered(up[0]); e <= edge || e > 5000+lead {
+		t.Fatalf("window update offers up to %d, want past %d and within %d", e, edge, 5000+lead)
+	}
+	edge = b.offered(up[0])
+	// A backup segment that opens less than a quarter of the lead
+	// is no reason for a frame.
+	out := b.feed(false, b.fromServer(backupIP, b.bISN+5001, b.cISN+4, rewrite.ACK, 125, bTS0+2, cTS0+2), chunk[:100])
+	if len(toPrimary(out)) != 0 {
+		t.Fatalf("a 100-byte step of the backup sent the primary %d frames", len(toPrimary(out)))
+	}
+
+	// The primary fills what it was offered and the client takes
+	// it; the backup then stalls. It leaves the flow once LeadWait
+	// passes, and the primary is offered the client's whole window.
+	sent := uint32(6000)
+	for sent < edge {
+		n := min(1000, edge-sent)
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(sent), b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), chunk[:n])
+		sent += n
+	}
+	b.feed(true, b.fromClient(b.cISN+4, b.pISN+1+rewrite.Seq(sent), rewrite.ACK, cTS0+4, pTS0+2), nil)
+	if out := b.tick(time.Second); len(out) != 0 || b.flow().Protection() != Protected {
+		t.Fatalf("1s into the stall: %d frames, protection %v; want nothing yet", len(out), b.flow().Protection())
+	}
+	out = b.tick(2 * time.Second)
+	if f := b.flow(); f.Protection() != Unprotected || f.Why() != "shadow_stalled" {
+		t.Fatalf("after LeadWait the flow is %v (%q), want unprotected: shadow_stalled", f.Protection(), f.Why())
+	}
+	up = toPrimary(out)
+	if len(up) != 1 || b.offered(up[0]) != sent+clientWin {
+		t.Fatalf("after the backup left: %d frames to the primary, want one offering the client's window", len(up))
+	}
+}
+
+// TestLeadBoundConfig: the default bound is wider than a small client
+// window, and a negative MaxLead turns it off.
 func TestLeadBoundConfig(t *testing.T) {
 	cases := []struct {
 		name   string
