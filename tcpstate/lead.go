@@ -44,52 +44,70 @@ func (t *Table) offeredEdge(f *Flow, i uint8, a rewrite.Seq) (edge rewrite.Seq, 
 	return edge, false
 }
 
+// offeredWindow is the window field a segment to the live leg i that
+// acknowledges a (its space) carries, and whether the lead bound narrowed
+// it. It changes nothing: windowTo records what was offered.
+func (t *Table) offeredWindow(f *Flow, i uint8, a rewrite.Seq) (w uint16, narrowed bool) {
+	edge, narrowed := t.offeredEdge(f, i, a)
+	if !narrowed {
+		return f.cli.win, false
+	}
+	if d := edge.Sub(a); d > 0 {
+		shift := f.cliShift()
+		w = uint16(uint32(d) >> shift)
+		if a.Add(uint32(w) << shift).LessThan(f.leadEdge) {
+			w++ // the field counts 1<<shift bytes: not below an edge offered before
+		}
+	}
+	return w, true
+}
+
 // windowTo returns the window field of a segment to leg i that acknowledges
 // a (its space), and records what the live leg was offered.
 func (t *Table) windowTo(f *Flow, i uint8, a rewrite.Seq) uint16 {
 	if i != f.live {
 		return f.cli.win
 	}
-	w := f.cli.win
-	shift := f.cliShift()
-	if edge, narrowed := t.offeredEdge(f, i, a); narrowed {
-		w = 0
-		if d := edge.Sub(a); d > 0 {
-			w = uint16(uint32(d) >> shift)
-			if a.Add(uint32(w) << shift).LessThan(f.leadEdge) {
-				w++ // the field counts 1<<shift bytes: not below an edge offered before
-			}
-		}
+	w, narrowed := t.offeredWindow(f, i, a)
+	if narrowed {
 		t.count(LeadLimits)
 	}
-	if e := a.Add(uint32(w) << shift); f.leadEdge.LessThan(e) {
+	if e := a.Add(uint32(w) << f.cliShift()); f.leadEdge.LessThan(e) {
 		f.leadEdge = e
 	}
 	return w
 }
 
 // windowOpened reports whether the live leg i, which has used more than
-// half of the window it was offered, may now be offered a quarter of
-// MaxLead more: worth an ACK of its own, as a receiver sends a window
-// update once its window has opened usefully, and not one per segment.
+// half of the window it was offered, may now be offered more: a quarter of
+// MaxLead more while the bound narrows its window, anything more once the
+// client's own window is the limit. A receiver sends a window update once
+// its window has opened usefully, not one per segment. After a takeover
+// the bound is gone for good and leadEdge is in the old leg's space.
 func (t *Table) windowOpened(f *Flow, i uint8) bool {
-	if i != f.live || t.cfg.MaxLead <= 0 || !f.cli.hasAck {
+	if i != f.live || t.cfg.MaxLead <= 0 || !f.cli.hasAck || f.takenOver {
 		return false
 	}
 	l := &f.legs[i]
-	edge, _ := t.offeredEdge(f, i, f.ackable(i))
+	a := f.ackable(i)
+	w, narrowed := t.offeredWindow(f, i, a)
+	opened := a.Add(uint32(w) << f.cliShift()).Sub(f.leadEdge)
 	step := int32(t.cfg.MaxLead / 4)
-	return edge.Sub(f.leadEdge) >= step && f.leadEdge.Sub(l.sndNxt) < 2*step
+	if narrowed && opened < step || opened <= 0 {
+		return false
+	}
+	return f.leadEdge.Sub(l.sndNxt) < 2*step
 }
 
-// leadStalled reports whether f's shadow holds the live leg back — the
-// live leg cannot send a full segment more within what it was offered,
-// and the client offers more — while it has sent nothing for LeadWait.
+// leadStalled reports whether f's shadow holds the live leg back — within
+// the edge the bound allows now the live leg cannot send a full segment
+// (or a quarter of the bound) more, and the client offers more — while it
+// has sent nothing for LeadWait.
 func (t *Table) leadStalled(now int64, f *Flow) bool {
 	if !t.leadBound(f) || !f.cli.hasAck || now-f.shadowSeen <= int64(t.cfg.LeadWait) {
 		return false
 	}
 	live := &f.legs[f.live]
-	clientEdge := f.ackable(f.live).Add(uint32(f.cli.win) << f.cliShift())
-	return f.leadEdge.Sub(live.sndNxt) < int32(live.opt.mss) && f.leadEdge.LessThan(clientEdge)
+	edge, narrowed := t.offeredEdge(f, f.live, f.ackable(f.live))
+	return narrowed && edge.Sub(live.sndNxt) < min(int32(live.opt.mss), int32(t.cfg.MaxLead/4))
 }

@@ -163,3 +163,61 @@ func TestLeadBoundConfig(t *testing.T) {
 		t.Fatalf("defaults MaxLead %d LeadWait %v", got.MaxLead, got.LeadWait)
 	}
 }
+
+// TestLeadBoundUpdates: a window update always opens the live leg's window —
+// also when the client's own window, not the bound, is left as the limit,
+// and when the bound is smaller than the window scale's unit — and a
+// backup that caught up is not taken for a stalled one.
+func TestLeadBoundUpdates(t *testing.T) {
+	cases := []struct {
+		name      string
+		lead      int
+		primary   int    // bytes the primary sends before the client's ACK
+		clientWin uint16 // the window field of that ACK (scale 7)
+		backup    []int  // bytes the backup sends, a batch each
+		wantLast  uint32 // the edge the last update offers
+	}{
+		// The handshake offered the primary up to 1000 (the client's SYN
+		// window): the bound never takes it below that.
+		{"client window is the limit", 64000, 64000, 80, []int{1000, 1000, 72000}, 64000 + 80<<7},
+		{"bound below the scale's unit", 400, 1024, 1000, []int{100, 100, 100, 100, 100, 100, 100, 100, 70, 30, 100, 100}, 1024 + 2*128},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBedLead(t, 1000, 5000, 900000, tc.lead)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET"))
+			for sent := 0; sent < tc.primary; sent += 1000 {
+				n := min(1000, tc.primary-sent)
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(sent), b.cISN+4, rewrite.ACK, 500, pTS0+1, cTS0+2), make([]byte, n))
+			}
+			ack := b.fromClient(b.cISN+4, b.pISN+1+rewrite.Seq(tc.primary), rewrite.ACK, cTS0+3, pTS0+1)
+			ack.Window = tc.clientWin
+			p, _ := b.split(b.feed(true, ack, nil))
+			last := b.offered(p)
+			var updates int
+			off := 0
+			for _, batch := range tc.backup {
+				for end := off + batch; off < end; {
+					n := min(1000, end-off)
+					b.feedInBatch(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(off), b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), make([]byte, n))
+					off += n
+				}
+				for _, s := range toPrimary(b.flush()) {
+					if e := b.offered(s); e <= last {
+						t.Fatalf("after %d backup bytes the primary got an ACK offering up to %d, no more than %d before", off, e, last)
+					}
+					last = b.offered(s)
+					updates++
+				}
+			}
+			if updates == 0 || last != tc.wantLast {
+				t.Fatalf("%d updates, the last offering up to %d; want %d", updates, last, tc.wantLast)
+			}
+			b.tick(3 * time.Second)
+			if f := b.flow(); f.Protection() != Protected {
+				t.Fatalf("a backup that caught up left the flow: %q", f.Why())
+			}
+		})
+	}
+}

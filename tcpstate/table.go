@@ -96,6 +96,7 @@ func (c Config) WithDefaults() Config {
 	if c.MaxLead == 0 {
 		c.MaxLead = 128 << 10
 	}
+	c.MaxLead = min(c.MaxLead, 1<<30) // sequence arithmetic: far under 2^31
 	def(&c.LeadWait, 2*time.Second)
 	return c
 }
