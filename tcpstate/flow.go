@@ -162,6 +162,8 @@ type Flow struct {
 	ackLagTarget rewrite.Seq // the shadow's ack when the lag began
 	leadEdge     rewrite.Seq // right edge last offered to the live leg, its space (lead.go)
 	shadowSeen   int64       // when the shadow leg last sent a new byte
+	leadDue      int64       // when pauseLeads looks at the flow again; 0 = not queued
+	leadGrace    uint32      // bytes past MaxLead a quiet shadow allowed the live leg
 
 	resetByGateway bool // the gateway reset the client's connection
 }

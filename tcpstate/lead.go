@@ -12,7 +12,8 @@ import "understudy/rewrite"
 // health probes fail. So the live leg is offered a window that lets its
 // stream run at most MaxLead bytes ahead of what the shadow has sent. The
 // window offered never shrinks (RFC 9293 §3.8.6), and a shadow that sends
-// nothing for LeadWait while it holds the live leg back leaves the flow.
+// nothing for LeadPause while it holds the live leg back lets it go a step
+// further, and one quiet for LeadWait leaves the flow.
 
 // leadBound reports whether f's live leg is held to its shadow's pace. A
 // flow that looks diverged is held too: a backup that lags by more than two
@@ -24,10 +25,11 @@ func (t *Table) leadBound(f *Flow) bool {
 }
 
 // leadLimit is the right edge, in the live leg's space, the lead bound
-// allows it: MaxLead past the shadow's last byte.
+// allows it: MaxLead past the shadow's last byte, and any grace a quiet
+// shadow gave (pauseLeads).
 func (t *Table) leadLimit(f *Flow) rewrite.Seq {
 	live, sh := &f.legs[f.live], &f.legs[other(f.live)]
-	return live.at(sh.offset(sh.sndNxt) + uint32(t.cfg.MaxLead))
+	return live.at(sh.offset(sh.sndNxt) + uint32(t.cfg.MaxLead) + f.leadGrace)
 }
 
 // offeredEdge is the right edge leg i would be offered with ack a (its
@@ -99,15 +101,71 @@ func (t *Table) windowOpened(f *Flow, i uint8) bool {
 	return f.leadEdge.Sub(l.sndNxt) < 2*step
 }
 
-// leadStalled reports whether f's shadow holds the live leg back — within
-// the edge the bound allows now the live leg cannot send a full segment
-// (or a quarter of the bound) more, and the client offers more — while it
-// has sent nothing for LeadWait.
-func (t *Table) leadStalled(now int64, f *Flow) bool {
-	if !t.leadBound(f) || !f.cli.hasAck || now-f.shadowSeen <= int64(t.cfg.LeadWait) {
+// leadHeld reports whether f's shadow holds the live leg back now: within
+// the edge the bound allows, the live leg cannot send a full segment (or a
+// quarter of the bound) more, and the client offers more.
+func (t *Table) leadHeld(f *Flow) bool {
+	if !t.leadBound(f) || !f.cli.hasAck {
 		return false
 	}
 	live := &f.legs[f.live]
 	edge, narrowed := t.offeredEdge(f, f.live, f.ackable(f.live))
 	return narrowed && edge.Sub(live.sndNxt) < min(int32(live.opt.mss), int32(t.cfg.MaxLead/4))
+}
+
+// watchLead puts f in the queue of flows whose shadow holds the live leg
+// back, once its live leg sent up to the bound.
+func (t *Table) watchLead(f *Flow) {
+	if f.leadDue == 0 && t.leadHeld(f) {
+		f.leadDue = t.now + int64(t.cfg.LeadPause)
+		t.leadQueue = append(t.leadQueue, f)
+	}
+}
+
+// pauseLeads looks at the held flows that fell due. A shadow quiet for
+// LeadPause lets the live leg go a quarter of the bound further: a backup
+// whose server waits for the client's next segment before it reads again
+// gets it, and the client waits no longer than a lost segment would have
+// made it. A shadow quiet for LeadWait leaves the flow. It reports whether
+// out filled first.
+func (t *Table) pauseLeads(now int64, out *Output) (more bool) {
+	done := 0
+	for _, f := range t.leadQueue {
+		if f.leadDue > now {
+			break
+		}
+		if !out.room(1) {
+			return true
+		}
+		done++
+		f.leadDue = 0
+		if f.deleted || f.state == StateClosed || !t.leadHeld(f) {
+			continue
+		}
+		quiet := now - f.shadowSeen
+		switch {
+		case quiet > int64(t.cfg.LeadWait):
+			t.shadowLost(f, other(f.live), "shadow_stalled")
+		case quiet >= int64(t.cfg.LeadPause):
+			f.leadGrace += uint32(t.cfg.MaxLead / 4)
+			t.count(LeadGraces)
+		default: // the shadow moved since: look again a pause after that
+			f.leadDue = f.shadowSeen + int64(t.cfg.LeadPause)
+			t.leadQueue = append(t.leadQueue, f)
+			continue
+		}
+		// The live leg learns its new window now: nothing else of the flow
+		// moves while it is held.
+		l, a := &f.legs[f.live], f.ackable(f.live)
+		if l.acked.LessThan(a) {
+			l.acked = a
+		}
+		t.ackToServer(f, f.live, a, out)
+		if f.legs[other(f.live)].up {
+			f.leadDue = now + int64(t.cfg.LeadPause)
+			t.leadQueue = append(t.leadQueue, f)
+		}
+	}
+	t.leadQueue = dropFront(t.leadQueue, done)
+	return false
 }

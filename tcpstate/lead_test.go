@@ -114,24 +114,47 @@ func leadBoundCase(t *testing.T, cISN, pISN, bISN rewrite.Seq, differs bool) {
 		t.Fatalf("a 100-byte step of the backup sent the primary %d frames", len(toPrimary(out)))
 	}
 
-	// The primary fills what it was offered and the client takes
-	// it; the backup then stalls. It leaves the flow once LeadWait
-	// passes, and the primary is offered the client's whole window.
+	// The primary fills what it was offered and the client takes it;
+	// the backup then stays quiet. Each LeadPause the primary may go a
+	// quarter of the lead further; once LeadWait passes the backup leaves
+	// the flow and the primary is offered the client's whole window.
 	sent := uint32(6000)
-	for sent < edge {
-		n := min(1000, edge-sent)
-		b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(sent), b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), chunk[:n])
-		sent += n
+	fill := func() {
+		for sent < edge {
+			n := min(1000, edge-sent)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(sent), b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), chunk[:n])
+			sent += n
+		}
+		b.feed(true, b.fromClient(b.cISN+4, b.pISN+1+rewrite.Seq(sent), rewrite.ACK, cTS0+4, pTS0+2), nil)
 	}
-	b.feed(true, b.fromClient(b.cISN+4, b.pISN+1+rewrite.Seq(sent), rewrite.ACK, cTS0+4, pTS0+2), nil)
-	if out := b.tick(time.Second); len(out) != 0 || b.flow().Protection() != Protected {
-		t.Fatalf("1s into the stall: %d frames, protection %v; want nothing yet", len(out), b.flow().Protection())
+	fill()
+	quiet, graces := time.Duration(0), 0
+	for b.flow().Protection() == Protected {
+		if quiet > 3*time.Second {
+			t.Fatalf("the backup was quiet for %v and is still in the flow", quiet)
+		}
+		out = b.tick(100 * time.Millisecond)
+		quiet += 100 * time.Millisecond
+		up = toPrimary(out)
+		if b.flow().Protection() != Protected {
+			break
+		}
+		if len(up) == 0 {
+			continue
+		}
+		if len(up) != 1 || b.offered(up[0]) <= edge || b.offered(up[0]) > edge+lead/4+2*128 {
+			t.Fatalf("%v quiet: %d frames to the primary, want one window update a quarter of the lead past %d", quiet, len(up), edge)
+		}
+		edge = b.offered(up[0])
+		graces++
+		fill()
 	}
-	out = b.tick(2 * time.Second)
-	if f := b.flow(); f.Protection() != Unprotected || f.Why() != "shadow_stalled" {
-		t.Fatalf("after LeadWait the flow is %v (%q), want unprotected: shadow_stalled", f.Protection(), f.Why())
+	if f := b.flow(); f.Why() != "shadow_stalled" || quiet < 2*time.Second {
+		t.Fatalf("after %v quiet the flow is unprotected: %q, want shadow_stalled after LeadWait", quiet, f.Why())
 	}
-	up = toPrimary(out)
+	if n := b.tab.Stats.Counters[LeadGraces]; graces < 5 || n != uint64(graces) {
+		t.Fatalf("%d window updates for a quiet backup, lead_graces %d; want one per LeadPause", graces, n)
+	}
 	if len(up) != 1 || b.offered(up[0]) != sent+clientWin {
 		t.Fatalf("after the backup left: %d frames to the primary, want one offering the client's window", len(up))
 	}

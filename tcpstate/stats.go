@@ -40,6 +40,7 @@ const (
 	SynRetries                      // client SYNs sent to the backup again for a missing SYN-ACK
 	DrainCutoffs                    // lagging shadows reset after a client's reset because they stopped catching up
 	LeadLimits                      // segments to the live server whose window the lead bound narrowed
+	LeadGraces                      // steps past the lead bound given because the backup was quiet
 	NumCounters
 )
 
@@ -51,7 +52,7 @@ var counterNames = [NumCounters]string{
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
-	"lead_limits",
+	"lead_limits", "lead_graces",
 }
 
 func (c Counter) String() string { return counterNames[c] }

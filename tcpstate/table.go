@@ -54,9 +54,11 @@ type Config struct {
 	// lead.go). It bounds the backup's backlog, and so a takeover's stall
 	// (default 128 KiB; negative: no bound).
 	MaxLead int
-	// LeadWait is how long a backup that holds the live server back may
-	// send nothing before the flow goes on without it (default 2s).
-	LeadWait time.Duration
+	// LeadPause is how long a backup that holds the live server back may
+	// send nothing before the live server may go a quarter of MaxLead
+	// further (default 200ms); LeadWait, before the flow goes on without
+	// the backup (default 2s).
+	LeadPause, LeadWait time.Duration
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -97,6 +99,7 @@ func (c Config) WithDefaults() Config {
 		c.MaxLead = 128 << 10
 	}
 	c.MaxLead = min(c.MaxLead, 1<<30) // sequence arithmetic: far under 2^31
+	def(&c.LeadPause, 200*time.Millisecond)
 	def(&c.LeadWait, 2*time.Second)
 	return c
 }
@@ -118,6 +121,9 @@ type Table struct {
 
 	waiting []*Flow // flows whose SYN-ACK waits on the backup, in due order
 	held    []*Flow // flows owing their legs a held client ACK, in due order
+	// leadQueue holds flows whose shadow held the live leg back, in due
+	// order (pauseLeads).
+	leadQueue []*Flow
 	// synQueue holds flows in the order their SYNs came, from synHead on;
 	// entries that left the handshake are skipped, and swept every second.
 	synQueue  []*Flow
@@ -785,7 +791,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		l.tsEcr = ecr
 	}
 	if l.advance(p) && i != f.live {
-		f.shadowSeen = now
+		f.shadowSeen, f.leadGrace = now, 0
 		if t.windowOpened(f, f.live) {
 			t.kick(f, kickAck0<<f.live) // the lead bound let go of the live leg
 		}
@@ -825,6 +831,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	case i == f.live:
 		t.checkAckLag(f)
 		t.toClient(f, p, news, out)
+		t.watchLead(f)
 	default:
 		t.absorb(f, i, p, prevAck, out)
 	}
@@ -1594,7 +1601,7 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 		t.maybeReleaseSynAck(now, f, out)
 	}
 	t.waiting = dropFront(t.waiting, done)
-	if more || t.sendHeldAcks(now, out) {
+	if more || t.sendHeldAcks(now, out) || t.pauseLeads(now, out) {
 		return true
 	}
 	if now >= t.nextSweep {
@@ -1616,11 +1623,6 @@ func (t *Table) sweep(now int64) {
 			expired = now-f.closedAt > int64(c.TimeWaitTimeout)
 		default:
 			expired = now-f.seen > int64(c.IdleTimeout)
-			if !expired && t.leadStalled(now, f) {
-				sh := other(f.live)
-				t.shadowLost(f, sh, "shadow_stalled")
-				t.kick(f, kickAck0<<f.live) // the live leg's window opens
-			}
 		}
 		if expired {
 			t.remove(f)
