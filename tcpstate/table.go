@@ -507,6 +507,16 @@ func (f *Flow) ackable(i uint8) rewrite.Seq {
 	return rewrite.SeqMin(f.toLeg(i, f.cli.ack), f.legs[i].sndNxt)
 }
 
+// acking returns the ack for a segment the gateway sends leg i now, and
+// records it as sent.
+func (f *Flow) acking(i uint8) rewrite.Seq {
+	l, a := &f.legs[i], f.ackable(i)
+	if l.acked.LessThan(a) {
+		l.acked = a
+	}
+	return a
+}
+
 // lagging reports whether leg i has not yet sent everything the client has
 // acknowledged of the stream it sees.
 func (f *Flow) lagging(i uint8) bool {
@@ -521,11 +531,7 @@ func (t *Table) deliverHeldFin(f *Flow, i uint8, out *Output) {
 		return
 	}
 	l.cliFinHeld = false
-	a := f.ackable(i)
-	if l.acked.LessThan(a) {
-		l.acked = a
-	}
-	t.segToServer(f, i, f.cli.finSeq, a, rewrite.ACK|rewrite.FIN, out)
+	t.segToServer(f, i, f.cli.finSeq, f.acking(i), rewrite.ACK|rewrite.FIN, out)
 }
 
 // sackToLeg translates the client's SACK blocks into leg i's space, keeping
@@ -1150,11 +1156,8 @@ func (t *Table) ackOwed(f *Flow, i uint8, out *Output) {
 	if !l.up || !l.synAck || !f.cli.hasAck || f.state == StateClosed && !l.rstHeld {
 		return
 	}
-	if a := f.ackable(i); l.acked.LessThan(a) || t.windowOpened(f, i) {
-		if l.acked.LessThan(a) {
-			l.acked = a
-		}
-		t.ackToServer(f, i, a, out)
+	if l.acked.LessThan(f.ackable(i)) || t.windowOpened(f, i) {
+		t.ackToServer(f, i, f.acking(i), out)
 	}
 }
 
