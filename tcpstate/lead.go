@@ -6,8 +6,8 @@ import "understudy/rewrite"
 // Gating makes the client wait for the slower server's ack of its bytes,
 // but nothing it sees waits for the shadow's reply: on a busy host the
 // shadow falls behind by as many requests as the client's window lets it
-// queue (a keep-alive client at full rate put a backup 130k requests behind
-// in seconds), a takeover then stalls the client until the shadow has
+// queue (64 keep-alive clients at full rate put a backup 107k requests behind
+// in 25 s), a takeover then stalls the client until the shadow has
 // worked them all off, and the backlog starves the shadow's host until its
 // health probes fail. So the live leg is offered a window that lets its
 // stream run at most MaxLead bytes ahead of what the shadow has sent. The
@@ -126,8 +126,8 @@ func (t *Table) watchLead(f *Flow) {
 // LeadPause lets the live leg go a quarter of the bound further: a backup
 // whose server waits for the client's next segment before it reads again
 // gets it, and the client waits no longer than a lost segment would have
-// made it. A shadow quiet for LeadWait leaves the flow. It reports whether
-// out filled first.
+// made it. A shadow quiet for LeadWait leaves the flow. A flow still held
+// is looked at again a pause later. It reports whether out filled first.
 func (t *Table) pauseLeads(now int64, out *Output) (more bool) {
 	done := 0
 	for _, f := range t.leadQueue {
@@ -135,37 +135,28 @@ func (t *Table) pauseLeads(now int64, out *Output) (more bool) {
 			break
 		}
 		if !out.room(1) {
-			return true
+			more = true
+			break
 		}
 		done++
 		f.leadDue = 0
 		if f.deleted || f.state == StateClosed || !t.leadHeld(f) {
 			continue
 		}
-		quiet := now - f.shadowSeen
-		switch {
+		switch quiet := now - f.shadowSeen; {
 		case quiet > int64(t.cfg.LeadWait):
 			t.shadowLost(f, other(f.live), "shadow_stalled")
+			t.ackToServer(f, f.live, f.acking(f.live), out) // the client's window, now
+			continue
 		case quiet >= int64(t.cfg.LeadPause):
 			f.leadGrace += uint32(t.cfg.MaxLead / 4)
 			t.count(LeadGraces)
-		default: // the shadow moved since: look again a pause after that
-			f.leadDue = f.shadowSeen + int64(t.cfg.LeadPause)
-			t.leadQueue = append(t.leadQueue, f)
-			continue
+			t.ackToServer(f, f.live, f.acking(f.live), out)
 		}
-		// The live leg learns its new window now: nothing else of the flow
-		// moves while it is held.
-		l, a := &f.legs[f.live], f.ackable(f.live)
-		if l.acked.LessThan(a) {
-			l.acked = a
-		}
-		t.ackToServer(f, f.live, a, out)
-		if f.legs[other(f.live)].up {
-			f.leadDue = now + int64(t.cfg.LeadPause)
-			t.leadQueue = append(t.leadQueue, f)
-		}
+		// Appended at now+LeadPause, the queue stays in due order.
+		f.leadDue = now + int64(t.cfg.LeadPause)
+		t.leadQueue = append(t.leadQueue, f)
 	}
 	t.leadQueue = dropFront(t.leadQueue, done)
-	return false
+	return more
 }
