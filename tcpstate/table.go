@@ -632,8 +632,9 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 		l.rstHeld = false
 		return
 	}
-	if _, ok := t.serverAcceptable(f, i, p); !ok {
-		return // a bogus segment must not pass for the end of the drain
+	if d, ok := t.serverAcceptable(f, i, p); !ok {
+		t.drop(d) // a bogus segment must not pass for the end of the drain
+		return
 	}
 	// Its ack of the client's last bytes may come only now, and the
 	// gateway's ACKs and reset start at it: Linux drops a segment that

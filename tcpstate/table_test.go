@@ -1011,6 +1011,9 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 		if out := b.feed(false, b.fromServer(backupIP, b.bISN+1+1<<30, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300]); len(out) != 0 {
 			t.Fatalf("bogus segment: %+v, want it dropped", out)
 		}
+		if n := b.tab.Stats.Drops[DropOutOfWindow]; n != 1 {
+			t.Fatalf("out_of_window drops %d, want 1", n)
+		}
 		out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:300])
 		if len(out) != 1 || out[0].flags() != "A" || rewrite.Seq(out[0].tcp.Ack) != b.bISN+301 {
 			t.Fatalf("backup's first 300 bytes after a bogus segment: %+v, want them acknowledged", out)
