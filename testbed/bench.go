@@ -171,10 +171,13 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 				moved[sys] += tr.Bytes
 			}
 			if round < cfg.WrkRounds {
-				pri0, bak0 := b.RequestsLogged(Pri), b.RequestsLogged(Bak)
+				var ahead0 int // the primary's logged requests less the backup's
+				if sys == Understudy {
+					ahead0 = b.RequestsLogged(Pri) - b.RequestsLogged(Bak)
+				}
 				w, err := b.Wrk(64, cfg.WrkDuration, "/1k.bin")
 				if sys == Understudy {
-					backlog.add(sys, float64(b.RequestsLogged(Pri)-pri0-(b.RequestsLogged(Bak)-bak0)))
+					backlog.add(sys, float64(b.RequestsLogged(Pri)-b.RequestsLogged(Bak)-ahead0))
 				}
 				if err != nil {
 					fail("round %d: %s: wrk: %v", round, sys, err)
