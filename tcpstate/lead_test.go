@@ -15,6 +15,7 @@ func newBedLead(t *testing.T, cISN, pISN, bISN rewrite.Seq, lead int) *bed {
 	b := newBed(t, cISN, pISN, bISN)
 	cfg := b.tab.Config()
 	cfg.MaxLead = lead
+	cfg.LeadWait = 2 * time.Second // shorter than the default: fewer steps to walk
 	b.tab = New(cfg)
 	return b
 }
@@ -182,7 +183,7 @@ func TestLeadBoundConfig(t *testing.T) {
 			}
 		})
 	}
-	if got := (Config{}).WithDefaults(); got.MaxLead != 128<<10 || got.LeadWait != 2*time.Second {
+	if got := (Config{}).WithDefaults(); got.MaxLead != 128<<10 || got.LeadWait != 10*time.Second {
 		t.Fatalf("defaults MaxLead %d LeadWait %v", got.MaxLead, got.LeadWait)
 	}
 }

@@ -57,7 +57,8 @@ type Config struct {
 	// LeadPause is how long a backup that holds the live server back may
 	// send nothing before the live server may go a quarter of MaxLead
 	// further (default 200ms); LeadWait, before the flow goes on without
-	// the backup (default 2s).
+	// the backup (default 10s: the steps keep the client going meanwhile,
+	// and a flow without its backup cannot survive the primary's loss).
 	LeadPause, LeadWait time.Duration
 }
 
@@ -100,7 +101,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.MaxLead = min(c.MaxLead, 1<<30) // sequence arithmetic: far under 2^31
 	def(&c.LeadPause, 200*time.Millisecond)
-	def(&c.LeadWait, 2*time.Second)
+	def(&c.LeadWait, 10*time.Second)
 	return c
 }
 
