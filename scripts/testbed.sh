@@ -13,7 +13,8 @@
 # Usage: testbed.sh up [--mode kernel] [--huge] [--no-nginx] [--max-conns N]
 #        testbed.sh down
 #        testbed.sh status
-#        testbed.sh restart-server pri|bak   (start the web servers again after a fault)
+#        testbed.sh restart-server pri|bak [--max-conns N]
+#                   (start the web servers again after a fault, or sized anew)
 #
 # Environment: US_PREFIX (default "us"), US_DIR (default /tmp/understudy-testbed),
 # US_USWEB (path of the usweb binary; default bin/usweb, built when missing).
@@ -374,6 +375,16 @@ EOF
 cmd_restart_server() {
 	local s=${1:-}
 	[[ $s == pri || $s == bak ]] || die "restart-server: want pri or bak"
+	shift
+	case ${1:-} in
+	"") ;;
+	--max-conns)
+		[[ ${2:-} =~ ^[0-9]+$ ]] || die "restart-server: --max-conns wants a number, not ${2:-nothing}"
+		# Read by nginx_conf for both servers: restart the other one too.
+		echo "$2" >"$D/maxconns"
+		;;
+	*) die "restart-server: unknown option $1" ;;
+	esac
 	ns_exists "$P-$s" || die "namespace $P-$s does not exist: run up first"
 	stop_pidfile "$D/$s/nginx.pid" KILL
 	stop_pidfile "$D/$s/usweb.pid" KILL
@@ -420,7 +431,7 @@ main() {
 	down) preflight; cmd_down ;;
 	status) preflight; cmd_status ;;
 	restart-server) preflight; cmd_restart_server "$@" ;;
-	*) echo "usage: $0 up [--mode kernel] [--huge] [--no-nginx] [--max-conns N] | down | status | restart-server pri|bak" >&2; exit 2 ;;
+	*) echo "usage: $0 up [--mode kernel] [--huge] [--no-nginx] [--max-conns N] | down | status | restart-server pri|bak [--max-conns N]" >&2; exit 2 ;;
 	esac
 }
 

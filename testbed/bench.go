@@ -239,6 +239,12 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 	figs = append(figs, stall50, stall99)
 
 	if cfg.Flows > 0 {
+		// Room for the idle flows beside the bed's own connections.
+		if need := cfg.Flows + 4096; need > max(b.opts.MaxConns, defaultMaxConns) {
+			if err := b.Resize(need); err != nil {
+				fail("%v", err)
+			}
+		}
 		idle := newFigure("gateway RSS, no flows", "MiB", false)
 		held := newFigure(fmt.Sprintf("gateway RSS, %d idle flows", cfg.Flows), "MiB", false)
 		per := newFigure("gateway memory per idle flow", "bytes", false)

@@ -270,6 +270,22 @@ func (b *Bed) RestartServer(s Server) {
 	}
 }
 
+// Resize restarts both servers so that each may hold n connections (see
+// Options.MaxConns): nginx then runs a worker per 15000 of them. The bench
+// measures its rates with the servers as Up built them and resizes only for
+// the idle-flow figure, so that no rate is measured with seven workers per
+// server contending for two cores.
+func (b *Bed) Resize(n int) error {
+	usweb := binary(b.t, b.Root, "usweb")
+	for _, s := range []Server{Pri, Bak} {
+		if out, err := b.script(usweb, "restart-server", string(s), "--max-conns", strconv.Itoa(n)); err != nil {
+			return fmt.Errorf("resizing server %s to %d connections: %v\n%s", s, n, err, out)
+		}
+	}
+	b.opts.MaxConns = n
+	return nil
+}
+
 // LinkDown silently loses server s: its port on the LAN bridge goes down,
 // so nothing reaches it and nothing comes back, as when a host dies.
 func (b *Bed) LinkDown(s Server) {

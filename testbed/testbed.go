@@ -78,6 +78,10 @@ func (s Server) IP() string {
 	return PrimaryIP
 }
 
+// defaultMaxConns is what scripts/testbed.sh gives each nginx when
+// Options.MaxConns is 0: one worker.
+const defaultMaxConns = 4096
+
 // Options choose what Up builds.
 type Options struct {
 	// Kernel installs the host-kernel reference: nftables DNAT of the VIP to
@@ -87,7 +91,8 @@ type Options struct {
 	Huge bool
 	// NoNginx serves everything with usweb even when nginx is installed.
 	NoNginx bool
-	// MaxConns is the connections each nginx may hold (default 4096).
+	// MaxConns is the connections each nginx may hold (default
+	// defaultMaxConns).
 	MaxConns int
 }
 

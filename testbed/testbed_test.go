@@ -3,6 +3,8 @@ package testbed
 import (
 	"bytes"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -355,6 +357,39 @@ func TestHarnessFaults(t *testing.T) {
 	if _, err := b.Download("/index.html"); err != nil {
 		t.Error(err)
 	}
+
+	// Resized for 20000 connections, each nginx runs two workers and both
+	// servers answer again.
+	if err := b.Resize(20000); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []Server{Pri, Bak} {
+		if n := nginxWorkers(t, b, s); b.Nginx && n != 2 {
+			t.Errorf("server %s: %d nginx workers after Resize(20000), want 2", s, n)
+		}
+	}
+	for _, u := range []string{"/index.html", url} {
+		if _, err := b.Download(u, "--max-time", "5"); err != nil {
+			t.Errorf("after Resize: %v", err)
+		}
+	}
+}
+
+// nginxWorkers counts the nginx worker processes in server s's namespace.
+func nginxWorkers(t *testing.T, b *Bed, s Server) int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "pids", b.NS(s)).Output()
+	if err != nil {
+		t.Fatalf("ip netns pids %s: %v", b.NS(s), err)
+	}
+	n := 0
+	for _, pid := range strings.Fields(string(out)) {
+		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		if strings.HasPrefix(string(cmdline), "nginx: worker process") {
+			n++
+		}
+	}
+	return n
 }
 
 // TestHarnessUswebOnly checks the fallback where usweb serves everything.
