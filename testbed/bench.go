@@ -142,6 +142,11 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 		backlog.Values[sys] = math.NaN()
 		backlog.Notes[sys] = "one server serves"
 	}
+	// The same two figures with understudy's backup drained, so that one
+	// server serves as for the references: what the gateway itself costs,
+	// apart from the second server's work on the same cores.
+	bulkSolo := newFigure("bulk download, understudy's backup drained (unprotected)", "MB/s", true)
+	rateSolo := newFigure("request rate, understudy's backup drained (unprotected)", "req/s", true)
 	want := b.SHA256(cfg.BulkFile)
 
 	cpuUsed := map[System]time.Duration{}
@@ -195,9 +200,18 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 					p99.add(sys, float64(l99.Nanoseconds())/1e3)
 				}
 			}
+			if sys == Understudy {
+				b.benchSolo(cfg, round, want, bulkSolo, rateSolo, fail)
+			}
 			if err := srv.Stop(); err != nil {
 				fail("round %d: stopping %s: %v", round, sys, err)
 			}
+		}
+	}
+	for _, f := range [][2]*Figure{{bulkSolo, bulk}, {rateSolo, rate}} {
+		for _, sys := range []System{Kernel, HAProxy} {
+			f[0].Samples[sys] = f[1].Samples[sys]
+			f[0].Notes[sys] = "as above"
 		}
 	}
 	for _, sys := range Systems {
@@ -212,7 +226,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			}
 		}
 	}
-	figs := []*Figure{bulk, rate, backlog, p50, p99, cpu, mcpu}
+	figs := []*Figure{bulk, rate, backlog, p50, p99, cpu, mcpu, bulkSolo, rateSolo}
 
 	stall50 := newFigure("failover client stall p50", "ms", false)
 	stall99 := newFigure("failover client stall p99", "ms", false)
@@ -280,6 +294,42 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 	}
 	rep.Figures = figs
 	return rep, errs
+}
+
+// benchSolo drains understudy's backup and measures a download and, in
+// wrk rounds, the request rate with the primary serving alone.
+func (b *Bed) benchSolo(cfg BenchConfig, round int, want string, bulk, rate *Figure, fail func(string, ...any)) {
+	if out, err := b.Understudy("drain", "backup"); err != nil {
+		fail("round %d: drain backup: %v: %s", round, err, out)
+		return
+	}
+	served := b.RequestsLogged(Bak)
+	defer func() {
+		if n := b.RequestsLogged(Bak) - served; n != 0 {
+			fail("round %d: the drained backup served %d requests", round, n)
+		}
+	}()
+	tr, err := b.Download("/"+cfg.BulkFile, "--max-time", "300")
+	switch {
+	case err != nil:
+		fail("round %d: backup drained: bulk: %v", round, err)
+	case tr.SHA256 != want:
+		fail("round %d: backup drained: bulk: sha256 %s, want %s", round, tr.SHA256, want)
+	default:
+		bulk.add(Understudy, float64(tr.Bytes)/tr.TimeTotal.Seconds()/1e6)
+	}
+	if round >= cfg.WrkRounds {
+		return
+	}
+	w, err := b.Wrk(64, cfg.WrkDuration, "/1k.bin")
+	switch {
+	case err != nil:
+		fail("round %d: backup drained: wrk: %v", round, err)
+	case w.SocketErrors.Total() > 0 || w.Non2xx > 0:
+		fail("round %d: backup drained: wrk: %d socket errors, %d non-2xx", round, w.SocketErrors.Total(), w.Non2xx)
+	default:
+		rate.add(Understudy, w.RequestsPerS)
+	}
 }
 
 // procCPU is CPUTime, zero for the kernel (pid 0).
