@@ -1337,20 +1337,32 @@ func (t *Table) resetBudget() bool {
 // downloading client sends nothing until data comes, so after a gateway
 // restart it would wait for ever; and a reset is taken only at exactly the
 // client's next sequence number, which the server's segment does not carry.
-// So the client gets a bare ACK far below its window: Linux answers such a
-// segment with an ACK carrying its exact numbers (RFC 9293 §3.10.7.4), and
-// that ACK, of an unknown connection too, gets the reset it takes.
+// So the client gets a segment far below its window: Linux answers it with
+// an ACK carrying its exact numbers (RFC 9293 §3.10.7.4), and that ACK, of
+// an unknown connection too, gets the reset it takes.
+//
+// The probe carries one byte: Linux answers an unacceptable segment without
+// data at most once per 500 ms per connection (tcp_invalid_ratelimit), and
+// a client whose window was closed has just spent that on the servers' last
+// zero-window probe, while the servers, reset here, send nothing more. Its
+// ack lies 2^30 past the server's, beyond anything the client sent, so
+// that a probe whose sequence number (the backup's, in a space the client
+// never saw) fell inside the window by chance is discarded with its byte.
 func (t *Table) probeUnknownClient(p *rewrite.Packet, vip [4]byte, out *Output) {
 	if p.Flags()&rewrite.RST != 0 || !out.room(1) || !t.resetBudget() {
 		return
 	}
 	s := rewrite.Spec{Src: vip, Dst: p.DstIP(), SrcPort: p.SrcPort(), DstPort: p.DstPort(),
-		Seq: p.Seq() - 1<<30, Ack: p.Ack(), Flags: rewrite.ACK, Window: p.Window(), WScale: -1}
+		Seq: p.Seq() - 1<<30, Ack: p.Ack() + 1<<30, Flags: rewrite.ACK, Window: p.Window(), WScale: -1,
+		Payload: probeByte[:]}
 	b := out.buf()
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(ClientSide, b[:n])
 	t.count(UnknownProbes)
 }
+
+// probeByte is the payload of probeUnknownClient's segments.
+var probeByte = [1]byte{0}
 
 // rstToServer clears leg i's state for this flow on its server.
 func (t *Table) rstToServer(f *Flow, i uint8, out *Output) {

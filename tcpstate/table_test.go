@@ -1212,10 +1212,13 @@ func TestUnknownConnectionsReset(t *testing.T) {
 		t.Fatalf("server segment of an unknown flow: %+v", out)
 	}
 	// Its client, which may be waiting for data and so sending nothing, is
-	// made to answer: a bare ACK far below its window.
-	if p := out[1]; p.side != ClientSide || p.flags() != "A" || len(p.payload) != 0 || p.tcp.Seq != uint32(7000+3<<30) ||
+	// made to answer: a byte far below its window (a data segment escapes
+	// Linux's rate limit on answers), acknowledging what it never sent.
+	if p := out[1]; p.side != ClientSide || p.flags() != "A" || len(p.payload) != 1 || p.tcp.Seq != uint32(7000+3<<30) ||
+		p.tcp.Ack != uint32(500+1<<30) ||
 		[4]byte(p.ip.SrcIP.To4()) != vip || [4]byte(p.ip.DstIP.To4()) != clientIP || p.tcp.DstPort != cport {
-		t.Fatalf("probe of the unknown flow's client: %s seq %d from %v to %v:%d", p.flags(), p.tcp.Seq, p.ip.SrcIP, p.ip.DstIP, p.tcp.DstPort)
+		t.Fatalf("probe of the unknown flow's client: %s seq %d ack %d, %d bytes, from %v to %v:%d",
+			p.flags(), p.tcp.Seq, p.tcp.Ack, len(p.payload), p.ip.SrcIP, p.ip.DstIP, p.tcp.DstPort)
 	}
 	if out := b.feed(true, b.fromClient(500, 9000, rewrite.ACK, cTS0, pTS0), nil); len(out) != 0 {
 		t.Fatal("reset budget exceeded")
