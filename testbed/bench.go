@@ -3,6 +3,7 @@ package testbed
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -29,6 +30,9 @@ type BenchConfig struct {
 	FailoverFile                string
 	Flows                       int // idle established flows for the memory figure
 	GatewayArgs                 []string
+	// Progress, if set, gets a line as each part ends: a full run takes
+	// minutes.
+	Progress io.Writer `json:"-"`
 }
 
 // Figure is one row of the table: a value per system (NaN: not applicable).
@@ -123,11 +127,18 @@ func median(v []float64) float64 {
 // and errors for the caller.
 func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 	rep := &BenchReport{Date: time.Now().UTC(), Machine: machine(), Config: cfg}
+	start := time.Now()
+	progress := func(format string, args ...any) {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "bench %v: "+format+"\n", append([]any{time.Since(start).Round(time.Second)}, args...)...)
+		}
+	}
 	var errs []error
 	fail := func(format string, args ...any) {
 		err := fmt.Errorf(format, args...)
 		errs = append(errs, err)
 		rep.Notes = append(rep.Notes, "error: "+err.Error())
+		progress("error: %v", err)
 	}
 	bulk := newFigure("bulk download ("+cfg.BulkFile+", curl, median)", "MB/s", true)
 	rate := newFigure("request rate (wrk, 64 conns, 1 KiB)", "req/s", true)
@@ -152,8 +163,10 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 	cpuUsed := map[System]time.Duration{}
 	mcpuUsed := map[System]time.Duration{}
 	moved := map[System]int64{}
+	shown := []*Figure{bulk, rate, p50, bulkSolo, rateSolo}
 	for round := 0; round < cfg.Rounds; round++ {
 		for _, sys := range Systems {
+			had := sampleCounts(sys, shown)
 			srv, err := b.Serve(sys, cfg.GatewayArgs...)
 			if err != nil {
 				fail("round %d: %v", round, err)
@@ -206,6 +219,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			if err := srv.Stop(); err != nil {
 				fail("round %d: stopping %s: %v", round, sys, err)
 			}
+			progress("round %d/%d, %s: %s", round+1, cfg.Rounds, sys, newSamples(sys, shown, had))
 		}
 	}
 	for _, f := range [][2]*Figure{{bulkSolo, bulk}, {rateSolo, rate}} {
@@ -231,6 +245,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 	stall50 := newFigure("failover client stall p50", "ms", false)
 	stall99 := newFigure("failover client stall p99", "ms", false)
 	if cfg.Failovers > 0 {
+		progress("understudy: failovers mid-download: %d", cfg.Failovers)
 		fs := b.FailoverStalls(cfg.Failovers, cfg.FailoverFile, cfg.GatewayArgs...)
 		for _, e := range fs.Errors {
 			fail("failover: %v", e)
@@ -244,6 +259,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 		stall99.Notes[Kernel] = "no backup"
 	}
 	if cfg.HAProxyFailovers > 0 {
+		progress("haproxy: failovers mid-download: %d", cfg.HAProxyFailovers)
 		outcome := b.haproxyFailovers(cfg.HAProxyFailovers, cfg.FailoverFile)
 		stall50.Values[HAProxy] = math.NaN()
 		stall99.Values[HAProxy] = math.NaN()
@@ -274,6 +290,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			if sys == HAProxy {
 				want = min(want, HAProxyMaxConn-500)
 			}
+			progress("%s: memory with idle flows: %d", sys, want)
 			r0, r1, n, err := b.flowMemory(sys, want, cfg.GatewayArgs)
 			if err != nil {
 				fail("%s: %d flows: %v", sys, cfg.Flows, err)
@@ -294,6 +311,30 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 	}
 	rep.Figures = figs
 	return rep, errs
+}
+
+// sampleCounts is how many samples sys has of each figure.
+func sampleCounts(sys System, figs []*Figure) []int {
+	n := make([]int, len(figs))
+	for i, f := range figs {
+		n[i] = len(f.Samples[sys])
+	}
+	return n
+}
+
+// newSamples describes the samples sys gained since sampleCounts gave had.
+func newSamples(sys System, figs []*Figure, had []int) string {
+	var parts []string
+	for i, f := range figs {
+		for _, v := range f.Samples[sys][had[i]:] {
+			name, _, _ := strings.Cut(f.Name, " (")
+			parts = append(parts, fmt.Sprintf("%s %s %s", name, formatValue(v), f.Unit))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing measured"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // benchSolo drains understudy's backup and measures a download and, in

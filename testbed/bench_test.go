@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,7 +27,8 @@ func BenchmarkCompare(b *testing.B) {
 		WrkDuration: time.Duration(envInt("US_WRK_SECONDS", 10)) * time.Second,
 		LatDuration: time.Duration(envInt("US_WRK_SECONDS", 10)) * time.Second,
 		Failovers:   envInt("US_FAILOVERS", 21), HAProxyFailovers: min(3, envInt("US_FAILOVERS", 21)), FailoverFile: "huge.bin",
-		Flows: envInt("US_FLOWS", 100000),
+		Flows:    envInt("US_FLOWS", 100000),
+		Progress: os.Stderr,
 	}
 	cfg.WrkRounds = min(cfg.WrkRounds, cfg.Rounds)
 	// The servers as deployed on two cores: one nginx worker each. RunBench
@@ -56,15 +58,24 @@ func TestBenchSmoke(t *testing.T) {
 	bed := Up(t, Options{Huge: true})
 	RequireTool(t, "wrk")
 	RequireTool(t, "haproxy")
+	var progress strings.Builder
 	cfg := BenchConfig{
 		Rounds: 1, BulkFile: "big.bin", WrkRounds: 1, WrkDuration: time.Second, LatDuration: time.Second,
 		Failovers: 1, HAProxyFailovers: 1, FailoverFile: "huge.bin", Flows: 2000,
+		Progress: &progress,
 	}
 	rep, errs := bed.RunBench(cfg)
 	for _, err := range errs {
 		t.Error(err)
 	}
-	t.Logf("\n%s", rep.Markdown())
+	t.Logf("\n%s\n%s", rep.Markdown(), progress.String())
+	// A line as each system's round ends, and before the failovers and
+	// each system's flows.
+	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
+	if want := len(Systems) + 2 + 2; len(lines) != want || !strings.Contains(lines[2], "understudy: bulk download ") ||
+		!strings.Contains(lines[2], "bulk download, understudy's backup drained ") {
+		t.Errorf("progress: %d lines, want %d, the third understudy's figures:\n%s", len(lines), want, progress.String())
+	}
 	// Every figure has a number for every system, or a note saying why it
 	// has none; understudy's figures all have numbers.
 	for _, f := range rep.Figures {
