@@ -30,8 +30,8 @@ type BenchConfig struct {
 	FailoverFile                string
 	Flows                       int // idle established flows for the memory figure
 	GatewayArgs                 []string
-	// Progress, if set, gets a line as each part ends: a full run takes
-	// minutes.
+	// Progress, if set, gets a line after each system's round and before
+	// the failovers and each system's idle flows: a full run takes minutes.
 	Progress io.Writer `json:"-"`
 }
 
@@ -174,16 +174,13 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			}
 			c0, _ := procCPU(srv.Pid())
 			m0, _ := MachineCPU()
-			tr, err := b.Download("/"+cfg.BulkFile, "--max-time", "300")
+			tr, err := b.benchBulk(cfg.BulkFile, want)
 			c1, _ := procCPU(srv.Pid())
 			m1, _ := MachineCPU()
-			switch {
-			case err != nil:
-				fail("round %d: %s: bulk: %v", round, sys, err)
-			case tr.SHA256 != want:
-				fail("round %d: %s: bulk: sha256 %s, want %s", round, sys, tr.SHA256, want)
-			default:
-				bulk.add(sys, float64(tr.Bytes)/tr.TimeTotal.Seconds()/1e6)
+			if err != nil {
+				fail("round %d: %s: %v", round, sys, err)
+			} else {
+				bulk.add(sys, tr.mbps())
 				cpuUsed[sys] += c1 - c0
 				mcpuUsed[sys] += m1 - m0
 				moved[sys] += tr.Bytes
@@ -193,16 +190,14 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 				if sys == Understudy {
 					ahead0 = b.RequestsLogged(Pri) - b.RequestsLogged(Bak)
 				}
-				w, err := b.Wrk(64, cfg.WrkDuration, "/1k.bin")
+				rps, err := b.benchRate(cfg.WrkDuration)
 				if sys == Understudy {
 					backlog.add(sys, float64(b.RequestsLogged(Pri)-b.RequestsLogged(Bak)-ahead0))
 				}
 				if err != nil {
-					fail("round %d: %s: wrk: %v", round, sys, err)
-				} else if w.SocketErrors.Total() > 0 || w.Non2xx > 0 {
-					fail("round %d: %s: wrk: %d socket errors, %d non-2xx", round, sys, w.SocketErrors.Total(), w.Non2xx)
+					fail("round %d: %s: %v", round, sys, err)
 				} else {
-					rate.add(sys, w.RequestsPerS)
+					rate.add(sys, rps)
 				}
 				if w, err := b.Wrk(1, cfg.LatDuration, "/1k.bin", "--latency"); err != nil {
 					fail("round %d: %s: wrk latency: %v", round, sys, err)
@@ -350,27 +345,49 @@ func (b *Bed) benchSolo(cfg BenchConfig, round int, want string, bulk, rate *Fig
 			fail("round %d: the drained backup served %d requests", round, n)
 		}
 	}()
-	tr, err := b.Download("/"+cfg.BulkFile, "--max-time", "300")
-	switch {
-	case err != nil:
-		fail("round %d: backup drained: bulk: %v", round, err)
-	case tr.SHA256 != want:
-		fail("round %d: backup drained: bulk: sha256 %s, want %s", round, tr.SHA256, want)
-	default:
-		bulk.add(Understudy, float64(tr.Bytes)/tr.TimeTotal.Seconds()/1e6)
+	if tr, err := b.benchBulk(cfg.BulkFile, want); err != nil {
+		fail("round %d: backup drained: %v", round, err)
+	} else {
+		bulk.add(Understudy, tr.mbps())
 	}
 	if round >= cfg.WrkRounds {
 		return
 	}
-	w, err := b.Wrk(64, cfg.WrkDuration, "/1k.bin")
+	if rps, err := b.benchRate(cfg.WrkDuration); err != nil {
+		fail("round %d: backup drained: %v", round, err)
+	} else {
+		rate.add(Understudy, rps)
+	}
+}
+
+// benchBulk downloads file once through the VIP; a download that failed or
+// whose bytes are not want's is an error.
+func (b *Bed) benchBulk(file, want string) (*Transfer, error) {
+	tr, err := b.Download("/"+file, "--max-time", "300")
 	switch {
 	case err != nil:
-		fail("round %d: backup drained: wrk: %v", round, err)
-	case w.SocketErrors.Total() > 0 || w.Non2xx > 0:
-		fail("round %d: backup drained: wrk: %d socket errors, %d non-2xx", round, w.SocketErrors.Total(), w.Non2xx)
-	default:
-		rate.add(Understudy, w.RequestsPerS)
+		return nil, fmt.Errorf("bulk: %w", err)
+	case tr.SHA256 != want:
+		return nil, fmt.Errorf("bulk: sha256 %s, want %s", tr.SHA256, want)
 	}
+	return tr, nil
+}
+
+// mbps is the transfer's rate in MB/s.
+func (tr *Transfer) mbps() float64 { return float64(tr.Bytes) / tr.TimeTotal.Seconds() / 1e6 }
+
+// benchRate runs wrk with 64 keep-alive connections on the 1 KiB file for d
+// and returns its request rate; a socket error or a non-2xx answer is an
+// error.
+func (b *Bed) benchRate(d time.Duration) (float64, error) {
+	w, err := b.Wrk(64, d, "/1k.bin")
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("wrk: %w", err)
+	case w.SocketErrors.Total() > 0 || w.Non2xx > 0:
+		return 0, fmt.Errorf("wrk: %d socket errors, %d non-2xx", w.SocketErrors.Total(), w.Non2xx)
+	}
+	return w.RequestsPerS, nil
 }
 
 // procCPU is CPUTime, zero for the kernel (pid 0).

@@ -30,7 +30,7 @@ func BenchmarkPcapCost(b *testing.B) {
 			if err != nil || tr.SHA256 != bed.SHA256("big.bin") {
 				b.Fatalf("download (pcap %v): %v", pcap, err)
 			}
-			rates[pcap] = append(rates[pcap], float64(tr.Bytes)/tr.TimeTotal.Seconds()/1e6)
+			rates[pcap] = append(rates[pcap], tr.mbps())
 			if pcap {
 				m, err := bed.ScrapeMetrics(addr)
 				if err != nil {

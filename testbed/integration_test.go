@@ -54,7 +54,7 @@ func TestReplicatingDatapath(t *testing.T) {
 			t.Fatalf("big.bin through the VIP: %d bytes sha256 %s over %d connections; want %d bytes %s over 1",
 				tr.Bytes, tr.SHA256, tr.NumConnects, 64<<20, b.SHA256("big.bin"))
 		}
-		t.Logf("64 MiB in %v (%.0f MB/s)", tr.TimeTotal, float64(tr.Bytes)/tr.TimeTotal.Seconds()/1e6)
+		t.Logf("64 MiB in %v (%.0f MB/s)", tr.TimeTotal, tr.mbps())
 		for _, s := range []Server{Pri, Bak} {
 			if !served(b, s, "/big.bin", 64<<20) {
 				t.Errorf("%s's access log has no whole GET /big.bin: %+v", s, b.AccessLog(s))
