@@ -1,9 +1,6 @@
 package tcpstate
 
-import (
-	"encoding/binary"
-	"hash/crc32"
-)
+import "hash/crc32"
 
 // The two reply streams are compared at common offsets through CRCs, so
 // neither stream is copied. Each leg keeps CRCs of 64-byte sub-blocks for
@@ -47,16 +44,21 @@ func (s *streamSum) add(data []byte) {
 	}
 }
 
-// blockSum is a whole block's sum: the CRC of its sub-blocks' CRCs. Two
-// blocks agree when all their sub-blocks do, and a CRC of the block's own
-// bytes would read every byte a second time (it was a third of the loop's
-// time in a download).
+// blockSum is a whole block's sum, a mix of its sub-blocks' CRCs: two
+// blocks agree when all their sub-blocks do. A CRC of the block's own bytes
+// would read every byte a second time (it was a third of the loop's time in
+// a download), and a CRC of the sub-blocks' CRCs needs them in a buffer,
+// which escapes to the heap (crc32 calls through a function value): one
+// allocation per KiB of every reply. Each round of the mix is a bijection of
+// the state, so a difference in any sub-block survives to the end; only the
+// final fold to 32 bits can collide, as rarely as any 32-bit sum.
 func blockSum(subs *[cmpSubs]uint32) uint32 {
-	var b [cmpSubs * 4]byte
-	for i, v := range subs {
-		binary.LittleEndian.PutUint32(b[4*i:], v)
+	h := uint64(cmpSubs)
+	for _, v := range subs {
+		h = (h ^ uint64(v)) * 0x9e3779b97f4a7c15
+		h ^= h >> 29
 	}
-	return crc32.Checksum(b[:], castagnoli)
+	return uint32(h ^ h>>32)
 }
 
 // subCRC returns the CRC of sub-block j of block k if the leg still holds it.

@@ -103,3 +103,36 @@ func BenchmarkStreamSum(b *testing.B) {
 		s.add(data)
 	}
 }
+
+// TestBlockSum: a block's sum changes with any one of its sub-blocks and
+// with their order, so blocks that agree in every sub-block but one, or
+// hold the same sub-blocks in another order, are told apart.
+func TestBlockSum(t *testing.T) {
+	var base [cmpSubs]uint32
+	for j := range base {
+		base[j] = uint32(j) * 0x01000193
+	}
+	sum := blockSum(&base)
+	cases := []struct {
+		name   string
+		change func(s *[cmpSubs]uint32)
+	}{
+		{"first sub-block", func(s *[cmpSubs]uint32) { s[0] ^= 1 }},
+		{"middle sub-block", func(s *[cmpSubs]uint32) { s[cmpSubs/2] ^= 0x80000000 }},
+		{"last sub-block", func(s *[cmpSubs]uint32) { s[cmpSubs-1]++ }},
+		{"two sub-blocks swapped", func(s *[cmpSubs]uint32) { s[1], s[2] = s[2], s[1] }},
+		{"same change in two sub-blocks", func(s *[cmpSubs]uint32) { s[3] ^= 0xff; s[4] ^= 0xff }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base
+			tc.change(&s)
+			if blockSum(&s) == sum {
+				t.Fatalf("sum %#x unchanged", sum)
+			}
+		})
+	}
+	if again := base; blockSum(&again) != sum {
+		t.Fatal("the same sub-blocks gave another sum")
+	}
+}
