@@ -50,6 +50,14 @@ const (
 
 var loopDropNames = [numLoopDrops]string{"oversized", "no_neighbor", "tx_error", "server_mac_mismatch"}
 
+// How the loop waited for frames before a round (LoopStatus).
+const (
+	waitSpinCaught = iota // spun after a round that moved frames, and one came
+	waitSpinMissed        // spun after such a round, then slept in poll
+	waitSlept             // the last round moved nothing: slept in poll at once
+	numWaits
+)
+
 // Gateway runs the datapath for one client and one server interface.
 type Gateway struct {
 	cfg Config
@@ -75,6 +83,7 @@ type Gateway struct {
 	servers        [2][4]byte // primary's and backup's addresses
 	parseDrops     [rewrite.NumReasons]uint64
 	loopDrops      [numLoopDrops]uint64
+	waits          [numWaits]uint64
 	offloadChanged map[string][]string
 
 	// learned maps a client to the source MAC of its last SYN: the next
@@ -270,7 +279,9 @@ const pollInterval = 2 * time.Millisecond
 
 // spinFor is how long the loop watches the rings after its last frame
 // before it sleeps in poll: the next segment of an exchange usually comes
-// within it, and a wake-up from poll costs more.
+// within it, and a wake-up from poll costs more. A loop woken by poll's
+// timeout with nothing to do sleeps again at once: spinning after each of
+// those wake-ups cost an idle gateway half of its CPU time.
 const spinFor = 50 * time.Microsecond
 
 // batch bounds the frames taken from one ring before the other gets a turn.
@@ -295,22 +306,33 @@ func (g *Gateway) Run(ctx context.Context) error {
 	monErr := make(chan error, 1)
 	go func() { monErr <- g.mon.Run(ctx) }()
 	defer func() { cancel(); <-monErr }()
+	moved := false // the last round handled frames: more may follow at once
 	for ctx.Err() == nil {
-		if !capture.Spin(g.rings, spinFor) {
+		how := waitSlept
+		if moved {
+			how = waitSpinMissed
+			if capture.Spin(g.rings, spinFor) {
+				how = waitSpinCaught
+			}
+		}
+		if how != waitSpinCaught {
 			if err := capture.Wait(g.rings, g.waitFor()); err != nil {
 				return fmt.Errorf("datapath: wait for frames: %w", err)
 			}
 		}
 		g.mu.Lock()
+		g.waits[how]++
 		now := int64(time.Since(g.start))
 		g.events(now)
 		// Bounded, so that under a steady stream of frames the timers,
 		// failover events and the monitor's view of which servers are busy
 		// still come round every few milliseconds.
+		moved = false
 		for round := 0; round < maxRounds; round++ {
 			if g.drain(0, now)+g.drain(1, now) == 0 {
 				break
 			}
+			moved = true
 		}
 		for {
 			g.out.Reset()

@@ -135,6 +135,7 @@ understudy_pcap_dropped_frames_total 2
 		"understudy_kernel_forwarded_packets_total": 1, "understudy_ring_dropped_packets_total": 1,
 		"understudy_pcap_frames_total": 1, "understudy_pcap_dropped_frames_total": 1, "understudy_pcap_rotations_total": 1,
 		"understudy_pcap_errors_total": 1, "understudy_log_lines_suppressed_total": 1, "understudy_replayed_bytes_total": 1,
+		"understudy_loop_waits_total": 3,
 	}
 	total := 0
 	for name, n := range series {

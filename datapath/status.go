@@ -34,11 +34,23 @@ type Status struct {
 	History      []failover.Action   `json:"role_history"`
 	// Traffic counts the frames received (in) and sent (out) per leg.
 	Traffic []TrafficCount `json:"traffic"`
+	Loop    LoopStatus     `json:"loop"`
 	Latency LatencyStatus  `json:"latency"`
 	Pcap    *pcaptap.Stats `json:"pcap,omitempty"`
 	// LogSuppressed counts per-flow and per-packet log lines the rate
 	// limit refused.
 	LogSuppressed uint64 `json:"log_lines_suppressed"`
+}
+
+// LoopStatus counts how the datapath loop waited for frames before each of
+// its rounds. After a round that moved frames it watches the rings a moment
+// (spinning), since the next segment of an exchange usually follows; after
+// one that moved nothing it sleeps in poll at once. Many misses against few
+// catches mean the spinning costs more than it saves.
+type LoopStatus struct {
+	SpinCaught uint64 `json:"spin_caught"` // a frame came while it spun
+	SpinMissed uint64 `json:"spin_missed"` // none came: it slept in poll after spinning
+	Slept      uint64 `json:"slept"`       // it slept in poll without spinning
 }
 
 // LatencyStatus holds the latency histograms.
@@ -163,6 +175,7 @@ func (g *Gateway) Status() Status {
 	drained := g.drained
 	s.NewFlows = g.newFlows()
 	s.Traffic = g.traffic.status()
+	s.Loop = LoopStatus{SpinCaught: g.waits[waitSpinCaught], SpinMissed: g.waits[waitSpinMissed], Slept: g.waits[waitSlept]}
 	s.Latency.Detection = histogramStatus(&g.detection)
 	s.Latency.ClientStall = histogramStatus(&g.table.Stats.Stalls)
 	s.LogSuppressed = g.logLimit.total

@@ -45,6 +45,21 @@ func TestReplicatingDatapath(t *testing.T) {
 	nstatBefore := map[Server]map[string]uint64{Pri: b.Nstat(b.Primary()), Bak: b.Nstat(b.Backup())}
 	drops := WatchDrops(t, kernelDropsWatched...)
 
+	// With no frames to move, the loop sleeps in poll at every wake-up and
+	// never spins (spinning after each timeout cost an idle gateway half of
+	// its CPU time); it spins after rounds that moved frames.
+	idle := gatewayStatus(t, b).Loop
+	time.Sleep(500 * time.Millisecond)
+	t.Run("idle loop sleeps without spinning", func(t *testing.T) {
+		l := gatewayStatus(t, b).Loop
+		if spun := l.SpinCaught + l.SpinMissed - idle.SpinCaught - idle.SpinMissed; spun != 0 {
+			t.Errorf("the idle loop spun %d times in 500 ms", spun)
+		}
+		if slept := l.Slept - idle.Slept; slept < 25 {
+			t.Errorf("the idle loop slept %d times in 500 ms; its poll times out every few milliseconds", slept)
+		}
+	})
+
 	t.Run("download 64MiB", func(t *testing.T) {
 		tr, err := b.Download("/big.bin")
 		if err != nil {
@@ -59,6 +74,12 @@ func TestReplicatingDatapath(t *testing.T) {
 			if !served(b, s, "/big.bin", 64<<20) {
 				t.Errorf("%s's access log has no whole GET /big.bin: %+v", s, b.AccessLog(s))
 			}
+		}
+	})
+
+	t.Run("busy loop spins", func(t *testing.T) {
+		if l := gatewayStatus(t, b).Loop; l.SpinCaught == idle.SpinCaught {
+			t.Errorf("no frame caught while spinning during a download: %+v", l)
 		}
 	})
 
