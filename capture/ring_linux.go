@@ -73,15 +73,7 @@ func OpenRing(ifname string, filter []bpf.RawInstruction, cfg RingConfig) (*Ring
 	}()
 
 	if filter != nil {
-		if len(filter) == 0 || len(filter) > 0xffff {
-			return fail("filter", fmt.Errorf("bad filter length %d", len(filter)))
-		}
-		prog := make([]unix.SockFilter, len(filter))
-		for i, ins := range filter {
-			prog[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
-		}
-		fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		if err := AttachFilter(fd, filter); err != nil {
 			return fail("attach filter", err)
 		}
 	}
@@ -273,4 +265,17 @@ func Spin(rings []*Ring, d time.Duration) bool {
 		}
 		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
+}
+
+// AttachFilter attaches a classic BPF program to socket fd.
+func AttachFilter(fd int, filter []bpf.RawInstruction) error {
+	if len(filter) == 0 || len(filter) > 0xffff {
+		return fmt.Errorf("bad filter length %d", len(filter))
+	}
+	prog := make([]unix.SockFilter, len(filter))
+	for i, ins := range filter {
+		prog[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog)
 }

@@ -9,7 +9,8 @@
 //   - Arbiter holds the roles (active, standby) and turns health
 //     transitions and the operator's manual failover into Actions the
 //     datapath carries out: takeover, standby lost, reintegration.
-//   - Monitor runs the probers (TCPProber, HTTPProber) and the LinkWatcher,
+//   - Monitor runs the probers (SYNProber on Linux, else TCPProber; HTTPProber
+//     with an HTTP path) and the LinkWatcher,
 //     feeds the detectors and delivers their transitions on a channel the
 //     datapath reads, never blocking the probers.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -120,8 +121,7 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 			s.kind = "http GET " + cfg.HTTPPath
 			s.prober = &HTTPProber{Addr: s.addr, Path: cfg.HTTPPath, Host: cfg.HTTPHost, Timeout: cfg.Timeout}
 		default:
-			s.kind = "tcp connect"
-			s.prober = &TCPProber{Addr: s.addr, Timeout: cfg.Timeout}
+			s.prober, s.kind = newConnectProber(s.addr, cfg.Timeout)
 		}
 		m.srv[i] = s
 	}
@@ -153,6 +153,23 @@ func (m *Monitor) Run(ctx context.Context) error {
 			}
 		})
 	}
+	for _, s := range m.srv {
+		if o, ok := s.prober.(interface{ Open() error }); ok && !s.custom {
+			if err := o.Open(); err != nil {
+				m.log.Warn("failover: "+err.Error(), "server", s.name)
+				s.mu.Lock()
+				s.kind = "tcp connect"
+				s.mu.Unlock()
+			}
+		}
+	}
+	defer func() {
+		for _, s := range m.srv {
+			if c, ok := s.prober.(io.Closer); ok && !s.custom {
+				c.Close()
+			}
+		}
+	}()
 	for _, s := range m.srv {
 		wg.Go(func() { m.probeLoop(ctx, s) })
 	}

@@ -36,9 +36,10 @@ func timeWait(t testing.TB, remote netip.AddrPort) int {
 	return n
 }
 
-// A TCP probe times out when the server's SYNs go unanswered. A listener
-// with a full accept queue drops SYNs, like a host that vanished.
-func TestTCPProbeTimeout(t *testing.T) {
+// fullListener returns the address of a listener whose accept queue is
+// full: it drops SYNs, like a host that vanished.
+func fullListener(t *testing.T) netip.AddrPort {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -56,20 +57,22 @@ func TestTCPProbeTimeout(t *testing.T) {
 	}
 	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*syscall.SockaddrInet4).Port))
 	// Fill the accept queue until a connect hangs.
-	full := false
 	for range 8 {
 		c, err := net.DialTimeout("tcp", addr.String(), 100*time.Millisecond)
 		if err != nil {
-			full = true
-			break
+			return addr
 		}
 		t.Cleanup(func() { c.Close() })
 	}
-	if !full {
-		t.Skip("accept queue never filled")
-	}
+	t.Skip("accept queue never filled")
+	return addr
+}
+
+// A TCP probe times out when the server's SYNs go unanswered.
+func TestTCPProbeTimeout(t *testing.T) {
+	addr := fullListener(t)
 	p := &TCPProber{Addr: addr, Timeout: 20 * time.Millisecond}
-	err = p.Probe(context.Background())
+	err := p.Probe(context.Background())
 	var pe *ProbeError
 	if !errors.As(err, &pe) || !pe.Timeout() {
 		t.Fatalf("probe error %v, want a timeout", err)

@@ -541,7 +541,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func checkSummary(f *runFlags, c *datapath.Config) string {
-	probe := "tcp connect"
+	probe := "tcp syn (a raw SYN, answered SYN-ACK or RST; connect without CAP_NET_RAW)"
 	if c.ProbeHTTP != "" {
 		probe = "http GET " + c.ProbeHTTP
 	}

@@ -1,0 +1,252 @@
+package failover
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"understudy/capture"
+	"understudy/rewrite"
+)
+
+// SYNProber sends the server a bare SYN from a raw socket and waits for its
+// kernel's answer: a SYN-ACK (a process listens: up), a RST (nothing
+// listens: the process is gone) or nothing within Timeout (the host or its
+// link is gone). It tells what TCPProber tells, at about half the cost to
+// the two hosts: the handshake never completes, so the server's process is
+// never woken to accept a connection and no socket is made or torn down on
+// either side. The prober answers the SYN-ACK with a RST itself, so the
+// server drops its half-open entry even where a firewall keeps the
+// gateway's kernel from answering.
+//
+// The source port is held by a socket bound to it (and never connected),
+// so no connection of the host's own can take it. A SYNProber that cannot
+// open its raw socket (no CAP_NET_RAW) probes by connecting, as TCPProber.
+type SYNProber struct {
+	Addr    netip.AddrPort
+	Timeout time.Duration // 0: DefaultInterval
+
+	mu       sync.Mutex
+	opened   bool
+	openErr  error
+	fallback *TCPProber // set when the raw socket could not be opened
+	raw      int        // raw TCP socket: sends SYNs, receives the answers (filtered)
+	hold     int        // TCP socket bound to the source port
+	src      netip.AddrPort
+	buf      [128]byte
+}
+
+// Open makes the prober's sockets, if it has none yet. An error means it
+// probes by connecting; Probe opens them itself when not asked first.
+func (p *SYNProber) Open() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.openLocked()
+}
+
+func (p *SYNProber) openLocked() error {
+	if p.opened {
+		return p.openErr
+	}
+	p.opened = true
+	if p.openErr = p.open(); p.openErr != nil {
+		p.fallback = &TCPProber{Addr: p.Addr, Timeout: p.Timeout}
+		p.openErr = fmt.Errorf("raw SYN probes of %v unavailable, probing by connecting: %w", p.Addr, p.openErr)
+	}
+	return p.openErr
+}
+
+// Probe implements Prober.
+func (p *SYNProber) Probe(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.openLocked() // the error is Open's to report; Probe falls back
+	if p.fallback != nil {
+		return p.fallback.Probe(ctx)
+	}
+	timeout := budget(ctx, p.Timeout)
+	deadline := time.Now().Add(timeout)
+	p.drain() // answers that came after an earlier probe gave up
+	iss := rand.Uint32()
+	if err := p.send(iss, 0, rewrite.SYN); err != nil {
+		// The route or the address it left from may have changed: the
+		// next probe opens the sockets again.
+		p.close()
+		p.opened = false
+		return probeError(ctx, p.Addr, "send SYN", timeout, err)
+	}
+	for {
+		left := time.Until(deadline)
+		if err := ctx.Err(); err != nil {
+			return probeError(ctx, p.Addr, "connect", timeout, err)
+		}
+		if left <= 0 {
+			return &ProbeError{Addr: p.Addr, Op: "connect", Err: &TimeoutError{After: timeout}}
+		}
+		// Slices of at most 10 ms, so that a shutdown is seen promptly.
+		fds := []unix.PollFd{{Fd: int32(p.raw), Events: unix.POLLIN}}
+		ts := unix.NsecToTimespec(int64(min(left, 10*time.Millisecond)))
+		if _, err := unix.Ppoll(fds, &ts, nil); err != nil && err != unix.EINTR {
+			return probeError(ctx, p.Addr, "connect", timeout, err)
+		}
+		for {
+			flags, seq, ack, ok := p.recv()
+			if !ok {
+				break
+			}
+			if flags&rewrite.ACK == 0 || ack != iss+1 {
+				continue // another probe's late answer
+			}
+			switch {
+			case flags&rewrite.RST != 0:
+				return &ProbeError{Addr: p.Addr, Op: "connect", Err: syscall.ECONNREFUSED}
+			case flags&rewrite.SYN != 0:
+				// Best effort: the gateway's kernel answers too, unless a
+				// firewall keeps it from doing so.
+				_ = p.send(ack, seq+1, rewrite.RST|rewrite.ACK)
+				return nil
+			}
+		}
+	}
+}
+
+// open makes the held source port and the raw socket that sends from it,
+// with a filter that lets through only the server's segments to that port.
+func (p *SYNProber) open() (err error) {
+	p.raw, p.hold = -1, -1
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	// The source address the host routes to the server from.
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(p.Addr))
+	if err != nil {
+		return err
+	}
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	srcIP := local.Addr().Unmap().As4()
+	if p.hold, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		return err
+	}
+	if err = unix.Bind(p.hold, &unix.SockaddrInet4{Addr: srcIP}); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(p.hold)
+	if err != nil {
+		return err
+	}
+	p.src = netip.AddrPortFrom(netip.AddrFrom4(srcIP), uint16(sa.(*unix.SockaddrInet4).Port))
+	if p.raw, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP); err != nil {
+		return err
+	}
+	prog, err := synAnswerFilter(p.Addr, p.src.Port())
+	if err != nil {
+		return err
+	}
+	if err = capture.AttachFilter(p.raw, prog); err != nil {
+		return fmt.Errorf("attach filter: %w", err)
+	}
+	if err = unix.Bind(p.raw, &unix.SockaddrInet4{Addr: srcIP}); err != nil {
+		return err
+	}
+	p.drain() // what came before the filter was attached
+	return nil
+}
+
+// synAnswerFilter accepts IPv4 TCP segments from server to port (a raw
+// socket's packets start at the IP header).
+func synAnswerFilter(server netip.AddrPort, port uint16) ([]bpf.RawInstruction, error) {
+	return bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(server.Addr().AsSlice()), SkipTrue: 5},
+		bpf.LoadMemShift{Off: 0},
+		bpf.LoadIndirect{Off: 0, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(server.Port()), SkipTrue: 3},
+		bpf.LoadIndirect{Off: 2, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(port), SkipTrue: 1},
+		bpf.RetConstant{Val: 128},
+		bpf.RetConstant{Val: 0},
+	})
+}
+
+// send writes a header-only TCP segment from the held port to the server.
+func (p *SYNProber) send(seq, ack uint32, flags uint8) error {
+	var h [20]byte
+	binary.BigEndian.PutUint16(h[0:], p.src.Port())
+	binary.BigEndian.PutUint16(h[2:], p.Addr.Port())
+	binary.BigEndian.PutUint32(h[4:], seq)
+	binary.BigEndian.PutUint32(h[8:], ack)
+	h[12] = 5 << 4
+	h[13] = flags
+	binary.BigEndian.PutUint16(h[14:], 1024)
+	src, dst := p.src.Addr().As4(), p.Addr.Addr().As4()
+	pseudo := rewrite.Checksum(src[:], 0)
+	pseudo = rewrite.Checksum(dst[:], pseudo+unix.IPPROTO_TCP+uint32(len(h)))
+	binary.BigEndian.PutUint16(h[16:], ^uint16(rewrite.Checksum(h[:], pseudo)))
+	return unix.Sendto(p.raw, h[:], 0, &unix.SockaddrInet4{Addr: dst})
+}
+
+// recv reads one segment the filter let through, if any is queued.
+func (p *SYNProber) recv() (flags uint8, seq, ack uint32, ok bool) {
+	for {
+		n, _, err := unix.Recvfrom(p.raw, p.buf[:], 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, 0, 0, false
+		}
+		ihl := int(p.buf[0]&0x0f) * 4
+		if n < ihl+20 || p.buf[0]>>4 != 4 {
+			continue
+		}
+		t := p.buf[ihl:n]
+		return t[13], binary.BigEndian.Uint32(t[4:]), binary.BigEndian.Uint32(t[8:]), true
+	}
+}
+
+// drain discards what the raw socket holds.
+func (p *SYNProber) drain() {
+	for {
+		if _, _, _, ok := p.recv(); !ok {
+			return
+		}
+	}
+}
+
+// Close releases the sockets. A later Probe opens them again.
+func (p *SYNProber) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.opened && p.fallback == nil {
+		p.close()
+	}
+	p.opened, p.openErr, p.fallback = false, nil, nil
+	return nil
+}
+
+func (p *SYNProber) close() {
+	for _, fd := range []*int{&p.raw, &p.hold} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+}
+
+// newConnectProber is the default prober without an HTTP path.
+func newConnectProber(addr netip.AddrPort, timeout time.Duration) (Prober, string) {
+	return &SYNProber{Addr: addr, Timeout: timeout}, "tcp syn"
+}
