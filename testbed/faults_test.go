@@ -22,6 +22,8 @@ type seg struct {
 	seq, len uint32
 	port     layers.TCPPort // the client's port; 0 is 40000
 	shut     bool           // advertises a zero window
+	small    bool           // advertises a window of one byte
+	wscale   int            // a SYN's window scale option, if above 0
 }
 
 func synth(t *testing.T, segs ...seg) Packets {
@@ -42,6 +44,12 @@ func synth(t *testing.T, segs ...seg) Packets {
 			SYN: strings.Contains(s.flags, "S"), FIN: strings.Contains(s.flags, "F"), RST: strings.Contains(s.flags, "R"), Window: 100}
 		if s.shut {
 			tcp.Window = 0
+		}
+		if s.small {
+			tcp.Window = 1
+		}
+		if s.wscale > 0 {
+			tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{byte(s.wscale)}}}
 		}
 		_ = tcp.SetNetworkLayerForChecksum(ip)
 		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
@@ -97,6 +105,19 @@ func TestStall(t *testing.T) {
 				{ms: 3, seq: 1, shut: true}, {ms: 150, fromVIP: true, seq: 101}, {ms: 210, seq: 1},
 				{ms: 215, fromVIP: true, seq: 101, len: 100}},
 			wantGap: 5 * time.Millisecond, wantStart: at(210),
+		},
+		{
+			name: "a window below one segment is shut too: the sender waits for its persist timer",
+			segs: []seg{{ms: 0, flags: "S"}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 100},
+				{ms: 3, seq: 101, small: true}, {ms: 210, fromVIP: true, seq: 101, len: 1}, {ms: 211, seq: 102},
+				{ms: 215, fromVIP: true, seq: 102, len: 100}},
+			wantGap: 4 * time.Millisecond, wantStart: at(211),
+		},
+		{
+			name: "a scaled window of one unit holds a segment",
+			segs: []seg{{ms: 0, flags: "S", wscale: 7}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 100},
+				{ms: 3, seq: 101, small: true}, {ms: 90, fromVIP: true, seq: 101, len: 100}},
+			wantGap: 88 * time.Millisecond, wantStart: at(2),
 		},
 		{
 			name: "a stall after the window reopened counts",

@@ -53,7 +53,10 @@ func (s Stall) String() string {
 // a keep-alive connection that idles on purpose, pass the moment the client
 // sent its next request. While the client advertises a zero window the VIP
 // may not send, so that wait is the client's too: a gap is counted from
-// the moment the window reopened.
+// the moment the window reopened. A window smaller than one of the VIP's
+// segments is as shut: a sender that avoids silly windows (RFC 9293
+// §3.8.6.2.1, as Linux does) waits for a full segment's room or for its
+// persist timer, at least 200 ms, before it sends into it.
 func (ps Packets) Stall(since time.Time) Stall {
 	tcp := ps.TCP()
 	if since.IsZero() {
@@ -72,7 +75,9 @@ func (ps Packets) Stall(since time.Time) Stall {
 	}
 	var s Stall
 	prev := since
-	shut := false // the client's last segment advertised a zero window
+	shut := false    // the client's last segment left no room for a segment
+	var wscale uint8 // the client's window scale, from its SYN
+	var mss uint32   // the largest segment the VIP sent so far
 	for _, p := range tcp {
 		ts := p.Metadata().Timestamp
 		if ts.After(end) {
@@ -80,13 +85,18 @@ func (ps Packets) Stall(since time.Time) Stall {
 		}
 		ip, t := ipv4(p), TCP(p)
 		if ip.SrcIP.String() == ClientIP {
-			open := t.Window != 0 || t.SYN || t.RST
+			if t.SYN {
+				wscale = windowScale(t)
+			}
+			open := uint32(t.Window)<<wscale >= max(mss, 1) || t.SYN || t.RST
 			if shut && open && ts.After(prev) {
 				prev = ts
 			}
 			shut = !open
 			continue
 		}
+		// From the IP header: the capture keeps only the headers.
+		mss = max(mss, uint32(ip.Length)-uint32(ip.IHL)*4-uint32(t.DataOffset)*4)
 		if ts.Before(since) {
 			continue
 		}
@@ -208,4 +218,15 @@ func (ps Packets) Opened() Packets {
 		}
 		return open[tcp.DstPort]
 	})
+}
+
+// windowScale is the shift a SYN's window scale option gives (RFC 7323), 0
+// without one.
+func windowScale(t *layers.TCP) uint8 {
+	for _, o := range t.Options {
+		if o.OptionType == layers.TCPOptionKindWindowScale && len(o.OptionData) == 1 {
+			return min(o.OptionData[0], 14)
+		}
+	}
+	return 0
 }
