@@ -14,22 +14,33 @@ import (
 	"time"
 )
 
-// timeWait counts TIME_WAIT sockets towards remote in /proc/net/tcp.
-func timeWait(t testing.TB, remote netip.AddrPort) int {
+// Socket states in /proc/net/tcp.
+const (
+	tcpSynRecv  = "03"
+	tcpTimeWait = "06"
+)
+
+// tcpSockets counts the sockets in /proc/net/tcp in state whose local
+// (local true) or remote address is addr.
+func tcpSockets(t testing.TB, addr netip.AddrPort, local bool, state string) int {
 	t.Helper()
 	f, err := os.Open("/proc/net/tcp")
 	if err != nil {
 		t.Skipf("no /proc/net/tcp: %v", err)
 	}
 	defer f.Close()
-	a := remote.Addr().As4()
+	a := addr.Addr().As4()
 	// /proc/net/tcp prints addresses as little-endian hex words.
-	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], remote.Port())
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], addr.Port())
+	col := 2
+	if local {
+		col = 1
+	}
 	n := 0
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) > 3 && fields[2] == want && fields[3] == "06" { // TCP_TIME_WAIT
+		if len(fields) > 3 && fields[col] == want && fields[3] == state {
 			n++
 		}
 	}
@@ -99,7 +110,7 @@ func TestProbeLeavesNoTimeWait(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := timeWait(t, addr); n > 0 {
+	if n := tcpSockets(t, addr, false, tcpTimeWait); n > 0 {
 		t.Fatalf("%d sockets to %v in TIME_WAIT after probing", n, addr)
 	}
 }

@@ -3,11 +3,9 @@ package failover
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -90,7 +88,7 @@ func TestSYNProbeLeavesNothingToAccept(t *testing.T) {
 		t.Fatal("a probe left a connection for the server to accept")
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := synRecv(t, addr); n > 0 {
+	if n := tcpSockets(t, addr, true, tcpSynRecv); n > 0 {
 		t.Fatalf("%d half-open connections left at %v", n, addr)
 	}
 }
@@ -110,24 +108,4 @@ func TestSYNProbeCancelled(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("cancelled probe returned after %v", took)
 	}
-}
-
-// synRecv counts SYN_RECV entries of the local listener at addr in
-// /proc/net/tcp.
-func synRecv(t *testing.T, addr netip.AddrPort) int {
-	t.Helper()
-	raw, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		t.Skipf("no /proc/net/tcp: %v", err)
-	}
-	a := addr.Addr().As4()
-	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], addr.Port())
-	n := 0
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 3 && f[1] == want && f[3] == "03" { // TCP_SYN_RECV
-			n++
-		}
-	}
-	return n
 }
