@@ -154,13 +154,16 @@ func (m *Monitor) Run(ctx context.Context) error {
 		})
 	}
 	for _, s := range m.srv {
-		if o, ok := s.prober.(interface{ Open() error }); ok && !s.custom {
+		if o, ok := s.prober.(interface {
+			Open() error
+			Kind() string
+		}); ok && !s.custom {
 			if err := o.Open(); err != nil {
 				m.log.Warn("failover: "+err.Error(), "server", s.name)
-				s.mu.Lock()
-				s.kind = "tcp connect"
-				s.mu.Unlock()
 			}
+			s.mu.Lock()
+			s.kind = o.Kind()
+			s.mu.Unlock()
 		}
 	}
 	defer func() {
@@ -314,7 +317,7 @@ type ServerStatus struct {
 	Index int            `json:"index"`
 	Name  string         `json:"name"`
 	Addr  netip.AddrPort `json:"addr"`
-	Probe string         `json:"probe"` // "tcp connect", "http GET /path", "custom"
+	Probe string         `json:"probe"` // "tcp syn", "tcp connect", "http GET /path", "custom"
 	DetectorStatus
 	LastProbe   time.Time     `json:"last_probe"`
 	LastProbeOK bool          `json:"last_probe_ok"`

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -332,9 +330,9 @@ func TestMonitorBusyTimeouts(t *testing.T) {
 }
 
 // defaultProbeKind is the probe a monitor without an HTTP path runs here:
-// raw SYNs need CAP_NET_RAW (root), and Linux.
+// raw SYNs need Linux and CAP_NET_RAW.
 func defaultProbeKind() string {
-	if runtime.GOOS == "linux" && os.Geteuid() == 0 {
+	if rawSocketsAllowed() {
 		return "tcp syn"
 	}
 	return "tcp connect"

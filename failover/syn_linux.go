@@ -24,21 +24,20 @@ import (
 // listens: the process is gone) or nothing within Timeout (the host or its
 // link is gone). It tells what TCPProber tells, at about half the cost to
 // the two hosts: the handshake never completes, so the server's process is
-// never woken to accept a connection and no socket is made or torn down on
-// either side. The prober answers the SYN-ACK with a RST itself, so the
-// server drops its half-open entry even where a firewall keeps the
-// gateway's kernel from answering.
+// never woken to accept a connection, the server's kernel keeps only a
+// half-open entry until the RST, and the gateway makes no socket per probe.
+// The prober answers the SYN-ACK with a RST itself (see reset). A raw TCP
+// socket sees no ICMP errors: an unreachable server is a timeout.
 //
 // The source port is held by a socket bound to it (and never connected),
-// so no connection of the host's own can take it. A SYNProber that cannot
-// open its raw socket (no CAP_NET_RAW) probes by connecting, as TCPProber.
+// so no connection of the host's own can take it. A SYNProber that may not
+// open a raw socket (no CAP_NET_RAW) probes by connecting, as TCPProber.
 type SYNProber struct {
 	Addr    netip.AddrPort
 	Timeout time.Duration // 0: DefaultInterval
 
 	mu       sync.Mutex
 	opened   bool
-	openErr  error
 	fallback *TCPProber // set when the raw socket could not be opened
 	raw      int        // raw TCP socket: sends SYNs, receives the answers (filtered)
 	hold     int        // TCP socket bound to the source port
@@ -46,8 +45,10 @@ type SYNProber struct {
 	buf      [128]byte
 }
 
-// Open makes the prober's sockets, if it has none yet. An error means it
-// probes by connecting; Probe opens them itself when not asked first.
+// Open makes the prober's sockets, if it has none yet. Without the right to
+// open a raw socket it falls back to connecting for good and says so; other
+// errors (no route to the server yet) are retried by the next probe, which
+// fails meanwhile.
 func (p *SYNProber) Open() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -56,21 +57,39 @@ func (p *SYNProber) Open() error {
 
 func (p *SYNProber) openLocked() error {
 	if p.opened {
-		return p.openErr
+		return nil
 	}
-	p.opened = true
-	if p.openErr = p.open(); p.openErr != nil {
+	err := p.open()
+	switch {
+	case err == nil:
+		p.opened = true
+		return nil
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		p.opened = true
 		p.fallback = &TCPProber{Addr: p.Addr, Timeout: p.Timeout}
-		p.openErr = fmt.Errorf("raw SYN probes of %v unavailable, probing by connecting: %w", p.Addr, p.openErr)
+		return fmt.Errorf("raw SYN probes of %v not permitted (CAP_NET_RAW), probing by connecting: %w", p.Addr, err)
 	}
-	return p.openErr
+	return fmt.Errorf("open raw SYN probe of %v: %w", p.Addr, err)
+}
+
+// Kind names how the prober probes: "tcp syn", or "tcp connect" once it
+// fell back.
+func (p *SYNProber) Kind() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fallback != nil {
+		return "tcp connect"
+	}
+	return "tcp syn"
 }
 
 // Probe implements Prober.
 func (p *SYNProber) Probe(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_ = p.openLocked() // the error is Open's to report; Probe falls back
+	if err := p.openLocked(); err != nil && p.fallback == nil {
+		return &ProbeError{Addr: p.Addr, Op: "open", Err: err}
+	}
 	if p.fallback != nil {
 		return p.fallback.Probe(ctx)
 	}
@@ -100,20 +119,19 @@ func (p *SYNProber) Probe(ctx context.Context) error {
 			return probeError(ctx, p.Addr, "connect", timeout, err)
 		}
 		for {
-			flags, seq, ack, ok := p.recv()
+			flags, ack, ok := p.recv()
 			if !ok {
 				break
 			}
 			if flags&rewrite.ACK == 0 || ack != iss+1 {
-				continue // another probe's late answer
+				p.reset(flags, ack) // an earlier probe's late answer
+				continue
 			}
 			switch {
 			case flags&rewrite.RST != 0:
 				return &ProbeError{Addr: p.Addr, Op: "connect", Err: syscall.ECONNREFUSED}
 			case flags&rewrite.SYN != 0:
-				// Best effort: the gateway's kernel answers too, unless a
-				// firewall keeps it from doing so.
-				_ = p.send(ack, seq+1, rewrite.RST|rewrite.ACK)
+				p.reset(flags, ack)
 				return nil
 			}
 		}
@@ -151,7 +169,7 @@ func (p *SYNProber) open() (err error) {
 	if p.raw, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP); err != nil {
 		return err
 	}
-	prog, err := synAnswerFilter(p.Addr, p.src.Port())
+	prog, err := bpf.Assemble(synAnswerProgram(p.Addr, p.src.Port()))
 	if err != nil {
 		return err
 	}
@@ -165,20 +183,20 @@ func (p *SYNProber) open() (err error) {
 	return nil
 }
 
-// synAnswerFilter accepts IPv4 TCP segments from server to port (a raw
-// socket's packets start at the IP header).
-func synAnswerFilter(server netip.AddrPort, port uint16) ([]bpf.RawInstruction, error) {
-	return bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 12, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(server.Addr().AsSlice()), SkipTrue: 5},
-		bpf.LoadMemShift{Off: 0},
+// synAnswerProgram accepts IPv4 TCP segments from server to port (a raw
+// socket's packets start at the IP header), keeping their first 128 bytes.
+func synAnswerProgram(server netip.AddrPort, port uint16) []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 4}, // source address
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(server.Addr().Unmap().AsSlice()), SkipTrue: 6},
+		bpf.LoadMemShift{Off: 0}, // X = IP header length
 		bpf.LoadIndirect{Off: 0, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(server.Port()), SkipTrue: 3},
 		bpf.LoadIndirect{Off: 2, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(port), SkipTrue: 1},
 		bpf.RetConstant{Val: 128},
 		bpf.RetConstant{Val: 0},
-	})
+	}
 }
 
 // send writes a header-only TCP segment from the held port to the server.
@@ -199,30 +217,44 @@ func (p *SYNProber) send(seq, ack uint32, flags uint8) error {
 }
 
 // recv reads one segment the filter let through, if any is queued.
-func (p *SYNProber) recv() (flags uint8, seq, ack uint32, ok bool) {
+func (p *SYNProber) recv() (flags uint8, ack uint32, ok bool) {
 	for {
 		n, _, err := unix.Recvfrom(p.raw, p.buf[:], 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return 0, 0, 0, false
+			return 0, 0, false
 		}
 		ihl := int(p.buf[0]&0x0f) * 4
 		if n < ihl+20 || p.buf[0]>>4 != 4 {
 			continue
 		}
 		t := p.buf[ihl:n]
-		return t[13], binary.BigEndian.Uint32(t[4:]), binary.BigEndian.Uint32(t[8:]), true
+		return t[13], binary.BigEndian.Uint32(t[8:]), true
 	}
 }
 
-// drain discards what the raw socket holds.
+// drain empties the raw socket, resetting what needs it.
 func (p *SYNProber) drain() {
 	for {
-		if _, _, _, ok := p.recv(); !ok {
+		flags, ack, ok := p.recv()
+		if !ok {
 			return
 		}
+		p.reset(flags, ack)
+	}
+}
+
+// reset answers a server's segment that acknowledges one of the prober's
+// SYNs with a RST, as a host without the connection does (RFC 9293
+// §3.10.7.1), so the server drops its half-open entry. The gateway's kernel
+// answers too, unless a firewall keeps it quiet; a SYN-ACK that came after
+// its probe gave up, left unanswered, would hold the server's entry for a
+// minute and turn the next probes' SYNs away.
+func (p *SYNProber) reset(flags uint8, ack uint32) {
+	if flags&rewrite.RST == 0 && flags&rewrite.ACK != 0 {
+		_ = p.send(ack, 0, rewrite.RST)
 	}
 }
 
@@ -233,7 +265,7 @@ func (p *SYNProber) Close() error {
 	if p.opened && p.fallback == nil {
 		p.close()
 	}
-	p.opened, p.openErr, p.fallback = false, nil, nil
+	p.opened, p.fallback = false, nil
 	return nil
 }
 

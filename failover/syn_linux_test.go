@@ -5,17 +5,28 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func requireRawSockets(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	if !rawSocketsAllowed() {
 		t.Skip("raw SYN probes need CAP_NET_RAW: run as root (CI does)")
 	}
+}
+
+// rawSocketsAllowed reports whether this process may open a raw socket.
+func rawSocketsAllowed() bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
 }
 
 // A SYN probe tells a listening server (its kernel answers SYN-ACK), a
