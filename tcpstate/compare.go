@@ -50,15 +50,15 @@ func (s *streamSum) add(data []byte) {
 // a download), and a CRC of the sub-blocks' CRCs needs them in a buffer,
 // which escapes to the heap (crc32 calls through a function value): one
 // allocation per KiB of every reply. Each round of the mix is a bijection of
-// the state, so a difference in any sub-block survives to the end; only the
-// final fold to 32 bits can collide, as rarely as any 32-bit sum.
+// the 32-bit state, so blocks that differ in one sub-block never collide;
+// others collide as rarely as any 32-bit sums.
 func blockSum(subs *[cmpSubs]uint32) uint32 {
-	h := uint64(cmpSubs)
+	h := uint32(cmpSubs)
 	for _, v := range subs {
-		h = (h ^ uint64(v)) * 0x9e3779b97f4a7c15
-		h ^= h >> 29
+		h = (h ^ v) * 0x9e3779b1
+		h ^= h >> 15
 	}
-	return uint32(h ^ h>>32)
+	return h
 }
 
 // subCRC returns the CRC of sub-block j of block k if the leg still holds it.
