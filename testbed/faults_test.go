@@ -115,9 +115,16 @@ func TestStall(t *testing.T) {
 		},
 		{
 			name: "a scaled window of one unit holds a segment",
-			segs: []seg{{ms: 0, flags: "S", wscale: 7}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 100},
+			segs: []seg{{ms: 0, flags: "S", wscale: 7}, {ms: 1, fromVIP: true, flags: "S", wscale: 7}, {ms: 2, fromVIP: true, seq: 1, len: 100},
 				{ms: 3, seq: 101, small: true}, {ms: 90, fromVIP: true, seq: 101, len: 100}},
 			wantGap: 88 * time.Millisecond, wantStart: at(2),
+		},
+		{
+			name: "no scaling unless both SYNs offer it",
+			segs: []seg{{ms: 0, flags: "S", wscale: 7}, {ms: 1, fromVIP: true, flags: "S"}, {ms: 2, fromVIP: true, seq: 1, len: 100},
+				{ms: 3, seq: 101, small: true}, {ms: 210, fromVIP: true, seq: 101, len: 1}, {ms: 211, seq: 102},
+				{ms: 215, fromVIP: true, seq: 102, len: 100}},
+			wantGap: 4 * time.Millisecond, wantStart: at(211),
 		},
 		{
 			name: "a stall after the window reopened counts",

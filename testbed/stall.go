@@ -56,7 +56,9 @@ func (s Stall) String() string {
 // the moment the window reopened. A window smaller than one of the VIP's
 // segments is as shut: a sender that avoids silly windows (RFC 9293
 // §3.8.6.2.1, as Linux does) waits for a full segment's room or for its
-// persist timer, at least 200 ms, before it sends into it.
+// persist timer, at least 200 ms, before it sends into it. (A reply's last,
+// shorter segment may go into a window too small for a full one; a stall
+// just there is not counted.)
 func (ps Packets) Stall(since time.Time) Stall {
 	tcp := ps.TCP()
 	if since.IsZero() {
@@ -75,9 +77,11 @@ func (ps Packets) Stall(since time.Time) Stall {
 	}
 	var s Stall
 	prev := since
-	shut := false    // the client's last segment left no room for a segment
-	var wscale uint8 // the client's window scale, from its SYN
-	var mss uint32   // the largest segment the VIP sent so far
+	shut := false // the client's last segment left no room for a segment
+	// The client's window scale: offered in its SYN, in force once the
+	// VIP's SYN-ACK offers one too (RFC 7323 §2.2).
+	var offered, wscale uint8
+	var mss uint32 // the largest segment the VIP sent so far
 	for _, p := range tcp {
 		ts := p.Metadata().Timestamp
 		if ts.After(end) {
@@ -86,7 +90,7 @@ func (ps Packets) Stall(since time.Time) Stall {
 		ip, t := ipv4(p), TCP(p)
 		if ip.SrcIP.String() == ClientIP {
 			if t.SYN {
-				wscale = windowScale(t)
+				offered, wscale = windowScale(t), 0
 			}
 			open := uint32(t.Window)<<wscale >= max(mss, 1) || t.SYN || t.RST
 			if shut && open && ts.After(prev) {
@@ -94,6 +98,9 @@ func (ps Packets) Stall(since time.Time) Stall {
 			}
 			shut = !open
 			continue
+		}
+		if t.SYN && hasWindowScale(t) {
+			wscale = offered
 		}
 		// From the IP header: the capture keeps only the headers.
 		mss = max(mss, uint32(ip.Length)-uint32(ip.IHL)*4-uint32(t.DataOffset)*4)
@@ -220,8 +227,8 @@ func (ps Packets) Opened() Packets {
 	})
 }
 
-// windowScale is the shift a SYN's window scale option gives (RFC 7323), 0
-// without one.
+// windowScale is the shift a SYN's window scale option offers (RFC 7323),
+// 0 without one.
 func windowScale(t *layers.TCP) uint8 {
 	for _, o := range t.Options {
 		if o.OptionType == layers.TCPOptionKindWindowScale && len(o.OptionData) == 1 {
@@ -229,4 +236,13 @@ func windowScale(t *layers.TCP) uint8 {
 		}
 	}
 	return 0
+}
+
+func hasWindowScale(t *layers.TCP) bool {
+	for _, o := range t.Options {
+		if o.OptionType == layers.TCPOptionKindWindowScale {
+			return true
+		}
+	}
+	return false
 }
