@@ -42,7 +42,8 @@ type SYNProber struct {
 	raw      int        // raw TCP socket: sends SYNs, receives the answers (filtered)
 	hold     int        // TCP socket bound to the source port
 	src      netip.AddrPort
-	buf      [128]byte
+	pkt      rewrite.Packet
+	buf      [rewrite.BuildMin]byte // a segment built or received, behind an Ethernet header
 }
 
 // Open makes the prober's sockets, if it has none yet. Without the right to
@@ -184,7 +185,8 @@ func (p *SYNProber) open() (err error) {
 }
 
 // synAnswerProgram accepts IPv4 TCP segments from server to port (a raw
-// socket's packets start at the IP header), keeping their first 128 bytes.
+// socket's packets start at the IP header), keeping what the prober's
+// buffer holds.
 func synAnswerProgram(server netip.AddrPort, port uint16) []bpf.Instruction {
 	return []bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 4}, // source address
@@ -194,44 +196,38 @@ func synAnswerProgram(server netip.AddrPort, port uint16) []bpf.Instruction {
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(server.Port()), SkipTrue: 3},
 		bpf.LoadIndirect{Off: 2, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(port), SkipTrue: 1},
-		bpf.RetConstant{Val: 128},
+		bpf.RetConstant{Val: rewrite.BuildMin - rewrite.EthLen},
 		bpf.RetConstant{Val: 0},
 	}
 }
 
 // send writes a header-only TCP segment from the held port to the server.
+// rewrite.Build makes a whole frame; the raw socket takes its TCP part and
+// the kernel puts the same IPv4 header in front of it.
 func (p *SYNProber) send(seq, ack uint32, flags uint8) error {
-	var h [20]byte
-	binary.BigEndian.PutUint16(h[0:], p.src.Port())
-	binary.BigEndian.PutUint16(h[2:], p.Addr.Port())
-	binary.BigEndian.PutUint32(h[4:], seq)
-	binary.BigEndian.PutUint32(h[8:], ack)
-	h[12] = 5 << 4
-	h[13] = flags
-	binary.BigEndian.PutUint16(h[14:], 1024)
-	src, dst := p.src.Addr().As4(), p.Addr.Addr().As4()
-	pseudo := rewrite.Checksum(src[:], 0)
-	pseudo = rewrite.Checksum(dst[:], pseudo+unix.IPPROTO_TCP+uint32(len(h)))
-	binary.BigEndian.PutUint16(h[16:], ^uint16(rewrite.Checksum(h[:], pseudo)))
-	return unix.Sendto(p.raw, h[:], 0, &unix.SockaddrInet4{Addr: dst})
+	s := rewrite.Spec{Src: p.src.Addr().As4(), Dst: p.Addr.Addr().As4(), SrcPort: p.src.Port(), DstPort: p.Addr.Port(),
+		Seq: rewrite.Seq(seq), Ack: rewrite.Seq(ack), Flags: flags, Window: 1024, WScale: -1}
+	n := rewrite.Build(p.buf[:], &s, &p.pkt)
+	return unix.Sendto(p.raw, p.buf[rewrite.EthLen+20:n], 0, &unix.SockaddrInet4{Addr: s.Dst})
 }
 
-// recv reads one segment the filter let through, if any is queued.
+// recv reads one segment the filter let through, if any is queued. The raw
+// socket gives it from its IPv4 header on; behind an Ethernet header it is
+// a frame rewrite parses.
 func (p *SYNProber) recv() (flags uint8, ack uint32, ok bool) {
+	p.buf[12], p.buf[13] = 0x08, 0x00 // EtherType IPv4
 	for {
-		n, _, err := unix.Recvfrom(p.raw, p.buf[:], 0)
+		n, _, err := unix.Recvfrom(p.raw, p.buf[rewrite.EthLen:], 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
 			return 0, 0, false
 		}
-		ihl := int(p.buf[0]&0x0f) * 4
-		if n < ihl+20 || p.buf[0]>>4 != 4 {
+		if p.pkt.Parse(p.buf[:rewrite.EthLen+n], false, false) != rewrite.OK {
 			continue
 		}
-		t := p.buf[ihl:n]
-		return t[13], binary.BigEndian.Uint32(t[8:]), true
+		return p.pkt.Flags(), uint32(p.pkt.Ack()), true
 	}
 }
 
@@ -280,5 +276,6 @@ func (p *SYNProber) close() {
 
 // newConnectProber is the default prober without an HTTP path.
 func newConnectProber(addr netip.AddrPort, timeout time.Duration) (Prober, string) {
-	return &SYNProber{Addr: addr, Timeout: timeout}, "tcp syn"
+	p := &SYNProber{Addr: addr, Timeout: timeout}
+	return p, p.Kind()
 }
