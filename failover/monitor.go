@@ -128,6 +128,16 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	return m, nil
 }
 
+// ownedProber is a default prober with sockets of its own (SYNProber): the
+// monitor opens it before the first probe, so that a fallback shows in the
+// log and the status, and closes it when it stops.
+type ownedProber interface {
+	Prober
+	io.Closer
+	Open() error
+	Kind() string
+}
+
 // Events delivers every health transition once, in order per server. The
 // channel is buffered; a transition that finds it full is dropped and
 // counted (Snapshot.EventsDropped) rather than stall the probes, so the
@@ -154,25 +164,18 @@ func (m *Monitor) Run(ctx context.Context) error {
 		})
 	}
 	for _, s := range m.srv {
-		if o, ok := s.prober.(interface {
-			Open() error
-			Kind() string
-		}); ok && !s.custom {
-			if err := o.Open(); err != nil {
-				m.log.Warn("failover: "+err.Error(), "server", s.name)
-			}
-			s.mu.Lock()
-			s.kind = o.Kind()
-			s.mu.Unlock()
+		o, ok := s.prober.(ownedProber)
+		if !ok || s.custom {
+			continue
 		}
+		if err := o.Open(); err != nil {
+			m.log.Warn("failover: "+err.Error(), "server", s.name)
+		}
+		s.mu.Lock()
+		s.kind = o.Kind()
+		s.mu.Unlock()
+		defer o.Close() // after wg.Wait: no probe runs any more
 	}
-	defer func() {
-		for _, s := range m.srv {
-			if c, ok := s.prober.(io.Closer); ok && !s.custom {
-				c.Close()
-			}
-		}
-	}()
 	for _, s := range m.srv {
 		wg.Go(func() { m.probeLoop(ctx, s) })
 	}
