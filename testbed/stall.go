@@ -90,7 +90,8 @@ func (ps Packets) Stall(since time.Time) Stall {
 		ip, t := ipv4(p), TCP(p)
 		if ip.SrcIP.String() == ClientIP {
 			if t.SYN {
-				offered, wscale = windowScale(t), 0
+				offered, _ = windowScale(t)
+				wscale = 0
 			}
 			open := uint32(t.Window)<<wscale >= max(mss, 1) || t.SYN || t.RST
 			if shut && open && ts.After(prev) {
@@ -99,8 +100,8 @@ func (ps Packets) Stall(since time.Time) Stall {
 			shut = !open
 			continue
 		}
-		if t.SYN && hasWindowScale(t) {
-			wscale = offered
+		if _, ok := windowScale(t); t.SYN && ok {
+			wscale = offered // both SYNs offered a scale
 		}
 		// From the IP header: the capture keeps only the headers.
 		mss = max(mss, uint32(ip.Length)-uint32(ip.IHL)*4-uint32(t.DataOffset)*4)
@@ -228,21 +229,12 @@ func (ps Packets) Opened() Packets {
 }
 
 // windowScale is the shift a SYN's window scale option offers (RFC 7323),
-// 0 without one.
-func windowScale(t *layers.TCP) uint8 {
+// and whether it has one.
+func windowScale(t *layers.TCP) (shift uint8, ok bool) {
 	for _, o := range t.Options {
 		if o.OptionType == layers.TCPOptionKindWindowScale && len(o.OptionData) == 1 {
-			return min(o.OptionData[0], 14)
+			return min(o.OptionData[0], 14), true
 		}
 	}
-	return 0
-}
-
-func hasWindowScale(t *layers.TCP) bool {
-	for _, o := range t.Options {
-		if o.OptionType == layers.TCPOptionKindWindowScale {
-			return true
-		}
-	}
-	return false
+	return 0, false
 }
