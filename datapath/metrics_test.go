@@ -35,6 +35,7 @@ func fakeGatewayStatus() Status {
 			{"out", "client", 21, 31000}, {"out", "primary", 8, 800}, {"out", "backup", 9, 900}},
 		Drops:        map[string]uint64{"no_flow": 4, "parse_short": 1},
 		KernelBypass: BypassStatus{Installed: true, ClientDropped: 10, ServerDropped: 39, RingDrops: 3},
+		Loop:         LoopStatus{SpinCaught: 7, SpinMissed: 5, Slept: 3},
 		Failovers:    1,
 		Latency: LatencyStatus{Detection: fakeHistogram(21 * time.Millisecond),
 			ClientStall: fakeHistogram(4*time.Millisecond, 30*time.Millisecond)},
@@ -114,13 +115,19 @@ understudy_kernel_bypass_dropped_packets_total{side="server"} 39
 # HELP understudy_replayed_bytes_total Bytes of the shadow's reply the gateway held and sent to clients after a takeover.
 # TYPE understudy_replayed_bytes_total counter
 understudy_replayed_bytes_total 5000
+# HELP understudy_loop_waits_total How the datapath loop waited for frames before a round: spin_caught (a frame came while it spun after a busy round), spin_missed (it spun, then slept in poll), slept (after an idle round, straight to poll).
+# TYPE understudy_loop_waits_total counter
+understudy_loop_waits_total{how="slept"} 3
+understudy_loop_waits_total{how="spin_caught"} 7
+understudy_loop_waits_total{how="spin_missed"} 5
 # HELP understudy_pcap_dropped_frames_total Frames not written to the --pcap file: its buffer was full or no file was open.
 # TYPE understudy_pcap_dropped_frames_total counter
 understudy_pcap_dropped_frames_total 2
 `
 	names := []string{"understudy_bytes_total", "understudy_packets_total", "understudy_probes_total", "understudy_client_stall_seconds",
 		"understudy_flows_unprotected", "understudy_server_drained", "understudy_server_active",
-		"understudy_kernel_bypass_dropped_packets_total", "understudy_pcap_dropped_frames_total", "understudy_replayed_bytes_total"}
+		"understudy_kernel_bypass_dropped_packets_total", "understudy_pcap_dropped_frames_total", "understudy_replayed_bytes_total",
+		"understudy_loop_waits_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
