@@ -1144,22 +1144,15 @@ func TestNoAllocsInDownload(t *testing.T) {
 	ack := build(b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+1, pTS0+1), nil)
 	const seqAt, ackAt = rewrite.EthLen + 20 + 4, rewrite.EthLen + 20 + 8
 	var sent uint32
-	replay := func(frame []byte, at int, v rewrite.Seq, fromClient bool) {
-		copy(b.buf, frame)
-		binary.BigEndian.PutUint32(b.buf[at:], uint32(v))
-		b.pkt.Parse(b.buf[:len(frame)], false, false)
-		b.out.Reset()
-		if fromClient {
-			b.tab.HandleClient(b.now, &b.pkt, b.out)
-		} else {
-			b.tab.HandleServer(b.now, &b.pkt, b.out)
-		}
+	set := func(frame []byte, at int, v rewrite.Seq) []byte {
+		binary.BigEndian.PutUint32(frame[at:], uint32(v))
+		return frame
 	}
 	step := func() {
-		replay(pri, seqAt, b.pISN+1+rewrite.Seq(sent), false)
-		replay(bak, seqAt, b.bISN+1+rewrite.Seq(sent), false)
+		b.replay(set(pri, seqAt, b.pISN+1+rewrite.Seq(sent)), false)
+		b.replay(set(bak, seqAt, b.bISN+1+rewrite.Seq(sent)), false)
 		sent += n
-		replay(ack, ackAt, b.pISN+1+rewrite.Seq(sent), true)
+		b.replay(set(ack, ackAt, b.pISN+1+rewrite.Seq(sent)), true)
 		b.out.Reset()
 		b.tab.Flush(b.out)
 	}
@@ -1210,14 +1203,21 @@ func (b *bed) frames() (cli, srv []byte) {
 
 // step replays one segment each way, as the datapath would.
 func (b *bed) step(cli, srv []byte) {
-	copy(b.buf, cli)
-	b.pkt.Parse(b.buf[:len(cli)], false, false)
+	b.replay(cli, true)
+	b.replay(srv, false)
+}
+
+// replay hands a built frame to the table as the datapath would, without
+// allocating: copied into the bed's buffer, parsed, handled.
+func (b *bed) replay(frame []byte, fromClient bool) {
+	copy(b.buf, frame)
+	b.pkt.Parse(b.buf[:len(frame)], false, false)
 	b.out.Reset()
-	b.tab.HandleClient(b.now, &b.pkt, b.out)
-	copy(b.buf, srv)
-	b.pkt.Parse(b.buf[:len(srv)], false, false)
-	b.out.Reset()
-	b.tab.HandleServer(b.now, &b.pkt, b.out)
+	if fromClient {
+		b.tab.HandleClient(b.now, &b.pkt, b.out)
+	} else {
+		b.tab.HandleServer(b.now, &b.pkt, b.out)
+	}
 }
 
 // TestClientFinWaitsForLaggingBackup: a server reading end-of-stream while
