@@ -416,6 +416,7 @@ func (t *Table) forwardSyn(f *Flow, p *rewrite.Packet, out *Output) {
 // legs whose stream the client does not see, translated into their spaces,
 // and p itself, rewritten in place, for the client-visible leg.
 func (t *Table) forwardToServers(f *Flow, p *rewrite.Packet, out *Output) {
+	first := len(out.Frames)
 	inPlace := -1
 	for i := range f.legs {
 		l := &f.legs[i]
@@ -443,6 +444,10 @@ func (t *Table) forwardToServers(f *Flow, p *rewrite.Packet, out *Output) {
 			return
 		}
 		t.toServer(f, uint8(inPlace), p, out)
+		// The client-visible leg's copy leaves first: on a veth link each
+		// frame sent carries its receiver's whole receive path before the
+		// next one leaves, and the client waits on this leg's reply.
+		out.toFront(first)
 	}
 }
 

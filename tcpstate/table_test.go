@@ -3,6 +3,7 @@ package tcpstate
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"testing"
 	"time"
 
@@ -479,6 +480,45 @@ func TestOptionMismatchUnprotects(t *testing.T) {
 // TestDataGating walks a request and a reply: the client sees the primary's
 // bytes with acks and windows no leg is behind, and the backup's bytes are
 // acknowledged only once the client acknowledged the same offset.
+// TestClientVisibleLegFirst: each client segment reaches the server whose
+// reply the client sees before the other: on veth the datapath's send of a
+// frame runs its receiver's whole receive path before the next one leaves.
+func TestClientVisibleLegFirst(t *testing.T) {
+	cases := []struct {
+		name        string
+		established bool
+		seg         func(b *bed) rewrite.Spec
+		payload     []byte
+	}{
+		{"SYN", false, func(b *bed) rewrite.Spec {
+			syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
+			syn.MSS, syn.WScale, syn.SACKPermitted = 1460, 7, true
+			return syn
+		}, nil},
+		{"request", true, func(b *bed) rewrite.Spec {
+			return b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0)
+		}, []byte("GET / HTTP/1.1\r\n\r\n")},
+		{"pure ACK", true, func(b *bed) rewrite.Spec {
+			return b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK, cTS0+2, pTS0)
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 1000, 5000, 900000)
+			if tc.established {
+				b.handshake()
+			}
+			out := b.feed(true, tc.seg(b), tc.payload)
+			if len(out) != 2 {
+				t.Fatalf("%d frames, want one per server", len(out))
+			}
+			if got := [4]byte(out[0].ip.DstIP.To4()); got != primaryIP {
+				t.Fatalf("first frame to %v, then %v: want the primary %v first", out[0].ip.DstIP, out[1].ip.DstIP, net.IP(primaryIP[:]))
+			}
+		})
+	}
+}
+
 func TestDataGating(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
