@@ -24,7 +24,10 @@ func (s *Sender) Fd() int { return -1 }
 func (s *Sender) Close() error { return nil }
 
 // Batch queues frames for one sender; Linux only.
-type Batch struct{}
+type Batch struct {
+	n    int      // always 0: Pipe reads it
+	bufs [][]byte // always empty
+}
 
 // NewBatch returns an empty batch whose frames all fail.
 func (s *Sender) NewBatch(size, frameSize int, report func(frame []byte, err error)) *Batch {
