@@ -76,8 +76,7 @@ func (b *Batch) Flush() (failed int) {
 // nothing, so that it may run on another goroutine than the batch's owner.
 func (b *Batch) send() {
 	for i := 0; i < b.n; {
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd),
-			uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), 0, 0, 0)
+		r, errno := b.sendmmsg(i)
 		switch {
 		case errno == unix.EINTR:
 			continue
@@ -95,6 +94,24 @@ func (b *Batch) send() {
 			}
 		}
 	}
+}
+
+// sendmmsg sends the queued frames from i on, without telling the Go
+// scheduler (RawSyscall), so the call must not block: MSG_DONTWAIT. On a
+// veth link one call runs the receivers' receive paths and can take tens of
+// microseconds; a scheduler told of it hands the caller's P to another
+// thread meanwhile, and the caller waits for a P on its return. On a virtual
+// machine those thread switches cost more than the send. Only when the
+// socket's buffer is full (EAGAIN: a device queue holds its frames) is the
+// call made again as a blocking one the scheduler knows of, and counted.
+func (b *Batch) sendmmsg(i int) (uintptr, unix.Errno) {
+	msgs := uintptr(unsafe.Pointer(&b.msgs[i]))
+	r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd), msgs, uintptr(b.n-i), unix.MSG_DONTWAIT, 0, 0)
+	if errno == unix.EAGAIN {
+		b.s.bufferWaits.Add(1)
+		r, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd), msgs, uintptr(b.n-i), 0, 0, 0)
+	}
+	return r, errno
 }
 
 // settle tells report the fate send recorded for each frame, empties the

@@ -3,6 +3,8 @@ package capture
 import (
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestBatch(t *testing.T) {
@@ -64,6 +66,42 @@ func TestBatch(t *testing.T) {
 			}
 		}); a != 0 {
 			t.Errorf("Batch.Add and Flush: %v allocs/op", a)
+		}
+	})
+}
+
+// TestBatchWaitsForBuffer: a batch that fills the socket's send buffer
+// waits for room instead of failing frames (the fast send never blocks).
+// A slow tbf queue on the sending side holds the frames, and so the buffer.
+func TestBatchWaitsForBuffer(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		run(t, "tc", "-n", tn.NSB, "qdisc", "add", "dev", tn.IfB, "root", "tbf", "rate", "2mbit", "burst", "4000", "limit", "1000000")
+		const frames = 60
+		r := openRing(t, tn.IfA, testVIP, 80, RingConfig{FrameCount: 2 * frames})
+		s := openSenderIn(t, tn.NSB, tn.IfB)
+		if err := unix.SetsockoptInt(s.Fd(), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
+			t.Fatal(err)
+		}
+		var refused []error
+		b := s.NewBatch(16, 1600, func(frame []byte, err error) {
+			if err != nil {
+				refused = append(refused, err)
+			}
+		})
+		failed := 0
+		for i := range frames {
+			failed += b.Add(buildFrame(t, frameSpec{src: tn.IPB, dst: testVIP, sport: uint16(1000 + i), dport: 80, payload: 1000}))
+		}
+		failed += b.Flush()
+		if failed != 0 || len(refused) != 0 {
+			t.Fatalf("%d of %d frames failed (the first: %v), want every one sent after waiting for room", failed, frames, refused[0])
+		}
+		if s.BufferWaits() == 0 {
+			t.Error("no send waited for room: the test's queue did not fill the socket's buffer")
+		}
+		got := len(waitFrames(t, r, frames, 5*time.Second, 20*time.Millisecond))
+		if got != frames {
+			t.Errorf("%d frames arrived, want %d", got, frames)
 		}
 	})
 }

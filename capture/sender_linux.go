@@ -3,6 +3,7 @@ package capture
 import (
 	"fmt"
 	"net"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +16,8 @@ type Sender struct {
 	fd     int
 	mac    [6]byte
 	mtu    int
+
+	bufferWaits atomic.Uint64 // batch sends that found the socket's buffer full
 }
 
 // OpenSender opens a blocking transmit socket bound to ifname.
@@ -53,6 +56,10 @@ func (s *Sender) Send(frame []byte) error {
 	}
 	return nil
 }
+
+// BufferWaits returns how many batch sends found the socket's buffer full
+// and waited for room: frames the device queue had not yet let go of.
+func (s *Sender) BufferWaits() uint64 { return s.bufferWaits.Load() }
 
 // MAC returns the interface hardware address read at open.
 func (s *Sender) MAC() [6]byte { return s.mac }

@@ -14,6 +14,9 @@ func (s *Sender) Send(frame []byte) error { return ErrUnsupported }
 // MAC returns the zero address.
 func (s *Sender) MAC() [6]byte { return [6]byte{} }
 
+// BufferWaits returns 0.
+func (s *Sender) BufferWaits() uint64 { return 0 }
+
 // MTU returns 0.
 func (s *Sender) MTU() int { return 0 }
 

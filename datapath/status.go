@@ -51,6 +51,9 @@ type LoopStatus struct {
 	SpinCaught uint64 `json:"spin_caught"` // a frame came while it spun
 	SpinMissed uint64 `json:"spin_missed"` // none came: it slept in poll after spinning
 	Slept      uint64 `json:"slept"`       // it slept in poll without spinning
+	// TxBufferWaits counts transmits that found a socket's send buffer
+	// full, because a device queue held its frames, and waited for room.
+	TxBufferWaits uint64 `json:"tx_buffer_waits"`
 }
 
 // LatencyStatus holds the latency histograms.
@@ -175,7 +178,8 @@ func (g *Gateway) Status() Status {
 	drained := g.drained
 	s.NewFlows = g.newFlows()
 	s.Traffic = g.traffic.status()
-	s.Loop = LoopStatus{SpinCaught: g.waits[waitSpinCaught], SpinMissed: g.waits[waitSpinMissed], Slept: g.waits[waitSlept]}
+	s.Loop = LoopStatus{SpinCaught: g.waits[waitSpinCaught], SpinMissed: g.waits[waitSpinMissed], Slept: g.waits[waitSlept],
+		TxBufferWaits: g.clientTx.BufferWaits() + g.serverTx.BufferWaits()}
 	s.Latency.Detection = histogramStatus(&g.detection)
 	s.Latency.ClientStall = histogramStatus(&g.table.Stats.Stalls)
 	s.LogSuppressed = g.logLimit.total
