@@ -65,15 +65,14 @@ func (b *Batch) Add(frame []byte) (failed int) {
 
 // Flush sends every queued frame and empties the batch. It returns how many
 // the kernel refused (ENOBUFS, EMSGSIZE, ENETDOWN ...): such a frame is
-// skipped and the rest are still sent. The socket blocks while the device
-// queue is full, as Send does.
+// skipped and the rest are still sent. While the socket's buffer is full
+// (a device queue holds its frames) it waits for room, as Send does.
 func (b *Batch) Flush() (failed int) {
 	b.send()
 	return b.settle()
 }
 
-// send transmits the queued frames and records each one's fate; it reports
-// nothing, so that it may run on another goroutine than the batch's owner.
+// send transmits the queued frames and records each one's fate for settle.
 func (b *Batch) send() {
 	for i := 0; i < b.n; {
 		r, errno := b.sendmmsg(i)

@@ -10,9 +10,7 @@
 // (Frame.WireLen > len(Frame.Data)) so the caller can count and drop them.
 //
 // A Sender writes whole Ethernet frames on one interface with write(2); a
-// Batch queues frames for one sendmmsg(2), and a Pipe hands batches to a
-// goroutine of its own, so that the receivers' softirq work a veth transmit
-// carries does not stall the caller.
+// Batch queues frames for one sendmmsg(2).
 //
 // ClientFilter and ServerFilter build classic BPF programs for the handled
 // traffic; InstallBypass installs the nftables tables that drop the same

@@ -27,10 +27,7 @@ func (s *Sender) Fd() int { return -1 }
 func (s *Sender) Close() error { return nil }
 
 // Batch queues frames for one sender; Linux only.
-type Batch struct {
-	n    int      // always 0: Pipe reads it
-	bufs [][]byte // always empty
-}
+type Batch struct{}
 
 // NewBatch returns an empty batch whose frames all fail.
 func (s *Sender) NewBatch(size, frameSize int, report func(frame []byte, err error)) *Batch {
@@ -45,7 +42,3 @@ func (b *Batch) Add(frame []byte) int { return 1 }
 
 // Flush returns 0.
 func (b *Batch) Flush() int { return 0 }
-
-func (b *Batch) send() {}
-
-func (b *Batch) settle() int { return 0 }

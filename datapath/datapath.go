@@ -72,8 +72,8 @@ type Gateway struct {
 	rings          []*capture.Ring // [client, server]
 	clientTx       *capture.Sender
 	serverTx       *capture.Sender
-	clientPipe     *capture.Pipe // frames queued for clientTx
-	serverPipe     *capture.Pipe
+	clientBatch    *capture.Batch // frames queued for clientTx
+	serverBatch    *capture.Batch
 	clientNeigh    *capture.Neighbors
 	serverNeigh    *capture.Neighbors
 	bypass         *capture.Bypass
@@ -211,11 +211,13 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	// Room for a full-MTU frame plus the option space Build reserves.
 	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU()) + 64
 	g.out = tcpstate.NewOutput(frame)
-	// A ring batch's output is sent with one sendmmsg per side, from a
-	// goroutine per side: room for the frames a batch of segments usually
-	// makes (a data segment makes one, a client ACK up to three).
-	g.clientPipe = g.clientTx.NewPipe(txDepth, 2*batch, frame, txInline, func(f []byte, err error) { g.txDone(tcpstate.ClientSide, f, err) })
-	g.serverPipe = g.serverTx.NewPipe(txDepth, 2*batch, frame, txInline, func(f []byte, err error) { g.txDone(tcpstate.ServerSide, f, err) })
+	// A ring batch's output is sent with one sendmmsg per side, by the
+	// loop itself: room for the frames a batch of segments usually makes (a
+	// data segment makes one, a client ACK up to three). Handing batches
+	// to a transmit goroutine per side, so that the receivers' softirq work
+	// ran beside the loop, cost more in thread wake-ups than it gained.
+	g.clientBatch = g.clientTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ClientSide, f, err) })
+	g.serverBatch = g.serverTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ServerSide, f, err) })
 	return g, nil
 }
 
@@ -248,10 +250,10 @@ func services(ss []tcpstate.Service) (vips [][4]byte, ports []uint16) {
 // the host never answers handled traffic while the gateway still holds it.
 func (g *Gateway) Close() error {
 	var errs []error
-	g.mu.Lock() // the pipes report to the counters status reads
-	for _, p := range []*capture.Pipe{g.clientPipe, g.serverPipe} {
-		if p != nil {
-			p.Close()
+	g.mu.Lock() // the batches report to the counters status reads
+	for _, b := range []*capture.Batch{g.clientBatch, g.serverBatch} {
+		if b != nil {
+			b.Flush()
 		}
 	}
 	g.mu.Unlock()
@@ -289,14 +291,6 @@ const batch = 64
 
 // maxRounds bounds the batches of one loop iteration.
 const maxRounds = 16
-
-// txDepth is how many batches each side's transmit goroutine may have in
-// hand; txInline is the largest batch the loop sends itself when its
-// goroutine is idle (see capture.Pipe).
-const (
-	txDepth  = 4
-	txInline = 4
-)
 
 // Run moves frames until ctx is cancelled, and runs failure detection
 // beside them.
@@ -346,11 +340,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.logEvents(now)
 		g.mu.Unlock()
 	}
-	// Every frame handed over is counted before Run returns.
-	g.mu.Lock()
-	g.clientPipe.Wait()
-	g.serverPipe.Wait()
-	g.mu.Unlock()
 	return nil
 }
 
@@ -440,9 +429,9 @@ func (g *Gateway) flush() {
 		}
 		var dst [4]byte
 		copy(dst[:], f[rewrite.EthLen+16:rewrite.EthLen+20])
-		tx, neigh, q := g.serverTx, g.serverNeigh, g.serverPipe
+		tx, neigh, q := g.serverTx, g.serverNeigh, g.serverBatch
 		if o.Side == tcpstate.ClientSide {
-			tx, neigh, q = g.clientTx, g.clientNeigh, g.clientPipe
+			tx, neigh, q = g.clientTx, g.clientNeigh, g.clientBatch
 		}
 		mac, ok := neigh.Lookup(dst)
 		if !ok && o.Side == tcpstate.ClientSide {
@@ -464,11 +453,11 @@ func (g *Gateway) flush() {
 	g.out.Reset()
 }
 
-// transmit hands the queued frames to each side's goroutine, one system
-// call per side, and counts the frames sent since the last call.
+// transmit sends the queued frames, one system call per side; each frame's
+// fate is counted (txDone) before it returns.
 func (g *Gateway) transmit() {
-	g.clientPipe.Send()
-	g.serverPipe.Send()
+	g.clientBatch.Flush()
+	g.serverBatch.Flush()
 }
 
 // txDone counts a frame the kernel took, or the drop of one it refused.
