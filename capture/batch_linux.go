@@ -2,6 +2,7 @@ package capture
 
 import (
 	"errors"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +18,7 @@ type Batch struct {
 	bufs   [][]byte
 	msgs   []unix.Mmsghdr
 	iovs   []unix.Iovec
-	errs   []error // each queued frame's fate, from send until settle
+	errs   []error // each queued frame's fate, until Flush reports it
 	n      int
 	report func(frame []byte, err error)
 }
@@ -63,22 +64,29 @@ func (b *Batch) Add(frame []byte) (failed int) {
 	return failed
 }
 
-// Flush sends every queued frame and empties the batch. It returns how many
-// the kernel refused (ENOBUFS, EMSGSIZE, ENETDOWN ...): such a frame is
-// skipped and the rest are still sent. While the socket's buffer is full
-// (a device queue holds its frames) it waits for room, as Send does.
+// Flush sends every queued frame, tells report each one's fate, empties the
+// batch and returns how many failed: the kernel refused them (ENOBUFS,
+// EMSGSIZE, ENETDOWN ...; such a frame is skipped and the rest are still
+// sent), or the socket's buffer stayed full (a device queue held its frames)
+// for longer than MaxBufferWait, and EAGAIN fails the rest.
 func (b *Batch) Flush() (failed int) {
-	b.send()
-	return b.settle()
-}
-
-// send transmits the queued frames and records each one's fate for settle.
-func (b *Batch) send() {
+	var deadline time.Time // for room in the socket's buffer, set at the first wait
 	for i := 0; i < b.n; {
 		r, errno := b.sendmmsg(i)
 		switch {
 		case errno == unix.EINTR:
 			continue
+		case errno == unix.EAGAIN:
+			b.s.bufferWaits.Add(1)
+			if deadline.IsZero() {
+				deadline = time.Now().Add(MaxBufferWait)
+			}
+			if b.waitForRoom(deadline) {
+				continue
+			}
+			for ; i < b.n; i++ {
+				b.errs[i] = errno
+			}
 		case errno != 0:
 			// The first frame left failed; the kernel says nothing of the rest.
 			b.errs[i] = errno
@@ -93,29 +101,6 @@ func (b *Batch) send() {
 			}
 		}
 	}
-}
-
-// sendmmsg sends the queued frames from i on, without telling the Go
-// scheduler (RawSyscall), so the call must not block: MSG_DONTWAIT. On a
-// veth link one call runs the receivers' receive paths and can take tens of
-// microseconds; a scheduler told of it hands the caller's P to another
-// thread meanwhile, and the caller waits for a P on its return. On a virtual
-// machine those thread switches cost more than the send. Only when the
-// socket's buffer is full (EAGAIN: a device queue holds its frames) is the
-// call made again as a blocking one the scheduler knows of, and counted.
-func (b *Batch) sendmmsg(i int) (uintptr, unix.Errno) {
-	msgs := uintptr(unsafe.Pointer(&b.msgs[i]))
-	r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd), msgs, uintptr(b.n-i), unix.MSG_DONTWAIT, 0, 0)
-	if errno == unix.EAGAIN {
-		b.s.bufferWaits.Add(1)
-		r, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd), msgs, uintptr(b.n-i), 0, 0, 0)
-	}
-	return r, errno
-}
-
-// settle tells report the fate send recorded for each frame, empties the
-// batch and returns how many frames failed.
-func (b *Batch) settle() (failed int) {
 	for i := 0; i < b.n; i++ {
 		if b.errs[i] != nil {
 			failed++
@@ -124,6 +109,47 @@ func (b *Batch) settle() (failed int) {
 	}
 	b.n = 0
 	return failed
+}
+
+// MaxBufferWait bounds how long one Flush waits in all for room in a full
+// socket buffer. The caller is the datapath's only loop: while it waits no ring is
+// read, so a device that stays backed up costs its frames, not every flow.
+const MaxBufferWait = 5 * time.Millisecond
+
+// sendmmsg sends the queued frames from i on without telling the Go
+// scheduler (RawSyscall), so the call must not block: MSG_DONTWAIT. On a
+// veth link one call runs the receivers' receive paths and can take tens of
+// microseconds; a scheduler told of it hands the caller's P to another
+// thread meanwhile, and the caller waits for a P on its return. On a virtual
+// machine those thread switches cost more than the send. The P stays held
+// for the call, which delays a garbage collection's stop by as long; the
+// datapath allocates nothing, so collections are rare.
+func (b *Batch) sendmmsg(i int) (uintptr, unix.Errno) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.s.fd),
+		uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), unix.MSG_DONTWAIT, 0, 0)
+	return r, errno
+}
+
+// waitForRoom waits, as a blocking call the scheduler knows of, until the
+// socket can take a frame again or deadline passes, and reports whether it
+// can.
+func (b *Batch) waitForRoom(deadline time.Time) bool {
+	fds := [1]unix.PollFd{{Fd: int32(b.s.fd), Events: unix.POLLOUT}}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		ts := unix.NsecToTimespec(int64(left))
+		n, err := unix.Ppoll(fds[:], &ts, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return false
+		}
+		return n > 0 && fds[0].Revents&unix.POLLOUT != 0
+	}
 }
 
 func (b *Batch) tell(frame []byte, err error) {

@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"errors"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -70,18 +72,30 @@ func TestBatch(t *testing.T) {
 	})
 }
 
+// slowQueue puts a tbf queue of rate on the sending side of tn and opens a
+// sender there with a 4 KiB send buffer: the queue holds the frames, and so
+// the buffer.
+func slowQueue(t *testing.T, tn testNet, rate string) *Sender {
+	t.Helper()
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Skip("needs the tc command (iproute2)")
+	}
+	run(t, "tc", "-n", tn.NSB, "qdisc", "add", "dev", tn.IfB, "root", "tbf", "rate", rate, "burst", "4000", "limit", "1000000")
+	s := openSenderIn(t, tn.NSB, tn.IfB)
+	if err := unix.SetsockoptInt(s.Fd(), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestBatchWaitsForBuffer: a batch that fills the socket's send buffer
-// waits for room instead of failing frames (the fast send never blocks).
-// A slow tbf queue on the sending side holds the frames, and so the buffer.
+// waits for room instead of failing frames (the send itself never blocks),
+// and the frames still leave in order.
 func TestBatchWaitsForBuffer(t *testing.T) {
 	inNetns(t, func(t *testing.T, tn testNet) {
-		run(t, "tc", "-n", tn.NSB, "qdisc", "add", "dev", tn.IfB, "root", "tbf", "rate", "2mbit", "burst", "4000", "limit", "1000000")
 		const frames = 60
 		r := openRing(t, tn.IfA, testVIP, 80, RingConfig{FrameCount: 2 * frames})
-		s := openSenderIn(t, tn.NSB, tn.IfB)
-		if err := unix.SetsockoptInt(s.Fd(), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
-			t.Fatal(err)
-		}
+		s := slowQueue(t, tn, "100mbit")
 		var refused []error
 		b := s.NewBatch(16, 1600, func(frame []byte, err error) {
 			if err != nil {
@@ -99,9 +113,46 @@ func TestBatchWaitsForBuffer(t *testing.T) {
 		if s.BufferWaits() == 0 {
 			t.Error("no send waited for room: the test's queue did not fill the socket's buffer")
 		}
-		got := len(waitFrames(t, r, frames, 5*time.Second, 20*time.Millisecond))
-		if got != frames {
-			t.Errorf("%d frames arrived, want %d", got, frames)
+		got := waitFrames(t, r, frames, 5*time.Second, 20*time.Millisecond)
+		if len(got) != frames {
+			t.Fatalf("%d frames arrived, want %d", len(got), frames)
+		}
+		for i, f := range got {
+			if sport := int(f.Data[34])<<8 | int(f.Data[35]); sport != 1000+i {
+				t.Fatalf("frame %d arrived from port %d, want %d: out of order", i, sport, 1000+i)
+			}
+		}
+	})
+}
+
+// TestBatchGivesUpOnFullBuffer: a socket buffer that stays full costs a
+// Flush at most MaxBufferWait, and the frames left fail with EAGAIN.
+func TestBatchGivesUpOnFullBuffer(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		const frames = 40
+		s := slowQueue(t, tn, "8kbit")
+		var sent, again int
+		b := s.NewBatch(frames, 1600, func(frame []byte, err error) {
+			switch {
+			case err == nil:
+				sent++
+			case errors.Is(err, unix.EAGAIN):
+				again++
+			default:
+				t.Errorf("frame refused: %v", err)
+			}
+		})
+		for i := range frames {
+			b.Add(buildFrame(t, frameSpec{src: tn.IPB, dst: testVIP, sport: uint16(1000 + i), dport: 80, payload: 1000}))
+		}
+		start := time.Now()
+		failed := b.Flush()
+		took := time.Since(start)
+		if took < MaxBufferWait || took > MaxBufferWait+500*time.Millisecond {
+			t.Errorf("Flush took %v, want a wait of about %v", took, MaxBufferWait)
+		}
+		if sent == 0 || again == 0 || failed != again || sent+again != frames {
+			t.Errorf("%d sent, %d failed with EAGAIN (Flush said %d) of %d: want some of each", sent, again, failed, frames)
 		}
 	})
 }

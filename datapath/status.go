@@ -52,7 +52,9 @@ type LoopStatus struct {
 	SpinMissed uint64 `json:"spin_missed"` // none came: it slept in poll after spinning
 	Slept      uint64 `json:"slept"`       // it slept in poll without spinning
 	// TxBufferWaits counts transmits that found a socket's send buffer
-	// full, because a device queue held its frames, and waited for room.
+	// full, because a device queue held its frames, and waited for room
+	// (at most capture.MaxBufferWait per batch; frames still waiting then
+	// are dropped as tx_error).
 	TxBufferWaits uint64 `json:"tx_buffer_waits"`
 }
 
