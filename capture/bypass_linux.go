@@ -10,10 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Names of the nftables objects the gateway owns.
+// Names of the nftables objects the gateway owns, beside its tables'
+// (BypassTable, WatchTable).
 const (
-	BypassTable      = "understudy"       // family netdev
-	WatchTable       = "understudy_watch" // family inet
 	clientChainName  = "client_ingress"
 	serverChainName  = "server_ingress"
 	watchChainName   = "forward"

@@ -69,3 +69,10 @@ type BypassCounters struct {
 	KernelForwarded uint64 // handled packets the host kernel tried to forward; must stay zero
 	SpoofedVIP      uint64 // frames from the servers' LAN with a VIP for source, dropped
 }
+
+// The nftables tables the gateway owns; named on every system, so that
+// messages about them can be.
+const (
+	BypassTable = "understudy"       // family netdev
+	WatchTable  = "understudy_watch" // family inet
+)
