@@ -62,15 +62,3 @@ func (o *Output) buf() []byte {
 func (o *Output) emit(side Side, frame []byte) {
 	o.Frames = append(o.Frames, Out{Side: side, Frame: frame})
 }
-
-// toFront moves the last frame emitted to index i, keeping the order of the
-// frames between.
-func (o *Output) toFront(i int) {
-	n := len(o.Frames) - 1
-	if i < 0 || i >= n {
-		return
-	}
-	last := o.Frames[n]
-	copy(o.Frames[i+1:], o.Frames[i:n])
-	o.Frames[i] = last
-}

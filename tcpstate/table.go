@@ -412,42 +412,32 @@ func (t *Table) forwardSyn(f *Flow, p *rewrite.Packet, out *Output) {
 	t.forwardToServers(f, p, out)
 }
 
-// forwardToServers emits p to each leg still in the flow: copies for the
-// legs whose stream the client does not see, translated into their spaces,
-// and p itself, rewritten in place, for the client-visible leg.
+// forwardToServers emits p to each leg still in the flow: p itself,
+// rewritten in place, to the client-visible leg (or the one left), and a
+// copy taken before that, translated into its space, to the other. The
+// visible leg's frame leaves first: on a veth link each frame sent carries
+// its receiver's whole receive path before the next one leaves, and the
+// client waits on this leg's reply.
 func (t *Table) forwardToServers(f *Flow, p *rewrite.Packet, out *Output) {
-	first := len(out.Frames)
-	inPlace := -1
-	for i := range f.legs {
-		l := &f.legs[i]
-		if !l.up {
-			continue
-		}
-		if uint8(i) == f.vis || inPlace < 0 && !f.legs[f.vis].up {
-			inPlace = i
-			continue
-		}
-		if !out.room(1) {
-			t.drop(DropOutputFull)
-			continue
-		}
-		b := out.buf()
-		if !p.CopyTo(b, &out.pkt) {
-			t.drop(DropOutputFull)
-			continue
-		}
-		t.toServer(f, uint8(i), &out.pkt, out)
+	first, second := f.vis, other(f.vis)
+	if !f.legs[first].up {
+		first, second = second, first
 	}
-	if inPlace >= 0 {
-		if !out.room(1) {
-			t.drop(DropOutputFull)
-			return
-		}
-		t.toServer(f, uint8(inPlace), p, out)
-		// The client-visible leg's copy leaves first: on a veth link each
-		// frame sent carries its receiver's whole receive path before the
-		// next one leaves, and the client waits on this leg's reply.
-		out.toFront(first)
+	if !f.legs[first].up {
+		return
+	}
+	shadow := f.legs[second].up
+	if shadow && (!out.room(2) || !p.CopyTo(out.buf(), &out.pkt)) {
+		t.drop(DropOutputFull)
+		shadow = false
+	}
+	if !out.room(1) {
+		t.drop(DropOutputFull)
+		return
+	}
+	t.toServer(f, first, p, out)
+	if shadow {
+		t.toServer(f, second, &out.pkt, out)
 	}
 }
 

@@ -477,36 +477,6 @@ func TestOptionMismatchUnprotects(t *testing.T) {
 	}
 }
 
-// TestOutputToFront: toFront moves the last frame to the index given and
-// keeps the frames between in order.
-func TestOutputToFront(t *testing.T) {
-	cases := []struct {
-		n, i int
-		want string
-	}{
-		{1, 0, "a"},
-		{2, 0, "ba"},
-		{4, 1, "adbc"},
-		{4, 3, "abcd"},
-		{3, 5, "abc"},  // past the end: nothing moves
-		{3, -1, "abc"}, // before the start: nothing moves
-	}
-	for _, tc := range cases {
-		o := NewOutput(64)
-		for k := range tc.n {
-			o.emit(ServerSide, []byte{byte('a' + k)})
-		}
-		o.toFront(tc.i)
-		got := ""
-		for _, f := range o.Frames {
-			got += string(f.Frame)
-		}
-		if got != tc.want {
-			t.Errorf("%d frames, toFront(%d): order %q, want %q", tc.n, tc.i, got, tc.want)
-		}
-	}
-}
-
 // TestClientVisibleLegFirst: each client segment reaches the server whose
 // reply the client sees before the other: on veth the datapath's send of a
 // frame runs its receiver's whole receive path before the next one leaves.
