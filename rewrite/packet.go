@@ -131,6 +131,42 @@ type Packet struct {
 	nsack    uint8
 
 	csumPartial bool
+	keepOffload bool   // Finish leaves a partial checksum for the kernel (KeepOffloads)
+	gsoSize     uint16 // payload bytes per segment of a super-frame; 0 for a plain frame
+}
+
+// Offload is what a frame asks of the kernel on transmit, in the terms of a
+// packet socket's virtio_net_hdr (PACKET_VNET_HDR). The zero value asks
+// nothing: the frame's checksums are complete and it fits the MTU.
+type Offload struct {
+	CsumStart uint16 // frame offset the TCP checksum's sum starts at (the TCP header); 0: checksum complete
+	HdrLen    uint16 // bytes of headers, Ethernet to payload, each segment repeats
+	GSOSize   uint16 // payload bytes per segment to cut a super-frame into; 0: send it as one frame
+}
+
+// KeepOffloads makes Finish leave a partial TCP checksum partial, the
+// pseudo-header sum in its field, for the kernel or the next host to
+// complete, and records gsoSize, the segment size of a super-frame the
+// kernel handed up whole (0 for a plain frame). A super-frame's checksum is
+// always left partial, as segmentation needs it so. Call after Parse, before
+// the setters.
+func (p *Packet) KeepOffloads(gsoSize uint16) {
+	p.keepOffload = true
+	p.gsoSize = gsoSize
+}
+
+// Offload says what the frame needs of the kernel on transmit, once Finish
+// has run.
+func (p *Packet) Offload() Offload {
+	if !p.keepOffload || !p.csumPartial {
+		return Offload{}
+	}
+	o := Offload{CsumStart: uint16(p.tcp), HdrLen: uint16(p.payload)}
+	// Trimmed to one segment or less, a super-frame goes as a plain frame.
+	if p.PayloadLen() > int(p.gsoSize) {
+		o.GSOSize = p.gsoSize
+	}
+	return o
 }
 
 // Parse validates frame (starting at the Ethernet header) as IPv4/TCP and

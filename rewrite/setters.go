@@ -143,8 +143,17 @@ func (p *Packet) TrimPayload(n int) {
 }
 
 // Finish completes the checksums: if the TCP checksum was partial, it is
-// computed in full. Call once after all setters, before transmit.
+// computed in full. Under KeepOffloads a partial checksum, and a
+// super-frame's, is left partial instead: its field gets the sum of the
+// final pseudo-header (addresses and TCP length), which is all the kernel's
+// completion, or a segmentation, needs. Call once after all setters, before
+// transmit.
 func (p *Packet) Finish() {
+	if p.keepOffload && (p.csumPartial || p.gsoSize > 0) {
+		binary.BigEndian.PutUint16(p.frame[int(p.tcp)+tcpCsum:], uint16(p.pseudoSum()))
+		p.csumPartial = true
+		return
+	}
 	if p.csumPartial {
 		p.fullTCPChecksum()
 		p.csumPartial = false
