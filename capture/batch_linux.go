@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"understudy/rewrite"
 )
 
 // Batch queues frames for one sender and transmits them with one
@@ -20,6 +22,7 @@ type Batch struct {
 	iovs   []unix.Iovec
 	errs   []error // each queued frame's fate, until Flush reports it
 	n      int
+	vnet   bool // each buffer starts with a virtio_net_hdr the kernel reads
 	report func(frame []byte, err error)
 }
 
@@ -27,15 +30,18 @@ type Batch struct {
 var ErrFrameTooLarge = errors.New("capture: frame larger than the batch's frame size")
 
 // NewBatch makes a batch of up to size frames of up to frameSize bytes for
-// s. report, if not nil, learns the fate of every frame once it is sent
+// s; after s.KeepOffloads, each frame goes with its virtio_net_hdr. report, if not nil, learns the fate of every frame once it is sent
 // (err nil) or refused (ENOBUFS, EMSGSIZE, ENETDOWN ..., or
 // ErrFrameTooLarge); the frame is only valid during the call.
 func (s *Sender) NewBatch(size, frameSize int, report func(frame []byte, err error)) *Batch {
 	b := &Batch{s: s, bufs: make([][]byte, size), msgs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size),
-		errs: make([]error, size), report: report}
-	mem := make([]byte, size*frameSize)
+		errs: make([]error, size), vnet: s.vnet, report: report}
+	// Every buffer has room for the header in front; a plain sender's
+	// iovec starts after it.
+	stride := vnetHdrLen + frameSize
+	mem := make([]byte, size*stride)
 	for i := range b.bufs {
-		b.bufs[i] = mem[i*frameSize : (i+1)*frameSize : (i+1)*frameSize]
+		b.bufs[i] = mem[i*stride : (i+1)*stride : (i+1)*stride]
 		b.msgs[i].Hdr.Iov = &b.iovs[i]
 		b.msgs[i].Hdr.SetIovlen(1)
 	}
@@ -49,20 +55,41 @@ func (b *Batch) Len() int { return b.n }
 // full. It returns the frames that failed in that send (see Flush); a frame
 // larger than the batch's frame size counts as failed.
 func (b *Batch) Add(frame []byte) (failed int) {
+	return b.AddOffload(frame, rewrite.Offload{})
+}
+
+// AddOffload is Add for a frame that asks the kernel for o: a partial TCP
+// checksum to complete, a super-frame to cut into segments. On a sender
+// without KeepOffloads a frame that asks for anything fails with
+// ErrOffloadsOff.
+func (b *Batch) AddOffload(frame []byte, o rewrite.Offload) (failed int) {
 	if b.n == len(b.bufs) {
 		failed = b.Flush()
 	}
 	buf := b.bufs[b.n]
-	if len(frame) > len(buf) {
+	if len(frame) > len(buf)-vnetHdrLen {
 		b.tell(frame, ErrFrameTooLarge)
 		return failed + 1
 	}
-	n := copy(buf, frame)
-	b.iovs[b.n].Base = &buf[0]
-	b.iovs[b.n].SetLen(n)
+	if !b.vnet && o != (rewrite.Offload{}) {
+		b.tell(frame, ErrOffloadsOff)
+		return failed + 1
+	}
+	n := copy(buf[vnetHdrLen:], frame)
+	start := vnetHdrLen
+	if b.vnet {
+		putVnetHdr(buf, frame, o)
+		start = 0
+	}
+	b.iovs[b.n].Base = &buf[start]
+	b.iovs[b.n].SetLen(vnetHdrLen + n - start)
 	b.n++
 	return failed
 }
+
+// ErrOffloadsOff is reported for a frame that asks the kernel to finish it
+// (AddOffload) on a sender that was not told to (Sender.KeepOffloads).
+var ErrOffloadsOff = errors.New("capture: frame needs checksum or segmentation offload, which the sender was not opened for")
 
 // Flush sends every queued frame, tells report each one's fate, empties the
 // batch and returns how many failed: the kernel refused them (ENOBUFS,
@@ -105,7 +132,7 @@ func (b *Batch) Flush() (failed int) {
 		if b.errs[i] != nil {
 			failed++
 		}
-		b.tell(b.bufs[i][:b.iovs[i].Len], b.errs[i])
+		b.tell(b.bufs[i][vnetHdrLen:vnetHdrLen+b.frameLen(i)], b.errs[i])
 	}
 	b.n = 0
 	return failed
@@ -150,6 +177,14 @@ func (b *Batch) waitForRoom(deadline time.Time) bool {
 		}
 		return n > 0 && fds[0].Revents&unix.POLLOUT != 0
 	}
+}
+
+// frameLen is the length of queued frame i, its header not counted.
+func (b *Batch) frameLen(i int) int {
+	if b.vnet {
+		return int(b.iovs[i].Len) - vnetHdrLen
+	}
+	return int(b.iovs[i].Len)
 }
 
 func (b *Batch) tell(frame []byte, err error) {

@@ -14,6 +14,7 @@ type Frame struct {
 	Data        []byte // captured bytes, Ethernet header first
 	WireLen     int    // length on the wire; > len(Data) means truncated (oversized)
 	CsumPartial bool   // TP_STATUS_CSUMNOTREADY: TCP checksum not filled in
+	GSOSize     uint16 // a super-frame's segment size (RingConfig.VnetHdr only); 0 for a plain frame
 }
 
 // Truncated reports whether the frame was larger than its ring slot.
@@ -24,6 +25,10 @@ func (f Frame) Truncated() bool { return f.WireLen > len(f.Data) }
 type RingConfig struct {
 	FrameSize  int // bytes per ring frame; must fit tpacket2_hdr + MTU + Ethernet; default for MTU 1500: 2048
 	FrameCount int // default 4096
+	// VnetHdr has the kernel hand coalesced (GRO) and unsegmented (TSO)
+	// super-frames up whole, each with its segment size (PACKET_VNET_HDR).
+	// FrameSize must then hold the largest: FrameSizeFor(MaxSuperFrame).
+	VnetHdr bool
 }
 
 const (
@@ -35,12 +40,18 @@ const (
 	// ringHeaderRoom is where the Ethernet header starts inside a ring slot:
 	// TPACKET_ALIGN(TPACKET2_HDRLEN + 16) - ETH_HLEN (kernel tpacket_rcv).
 	ringHeaderRoom = 66
+	// vnetHdrLen is the size of struct virtio_net_hdr, which comes before
+	// each frame's Ethernet header in a ring, and in a send, with VnetHdr.
+	vnetHdrLen = 10
+	// MaxSuperFrame is the largest IPv4 packet a super-frame can be.
+	MaxSuperFrame = 65535
 )
 
 // FrameSizeFor returns the smallest ring frame size that holds a whole
-// Ethernet frame (with one VLAN tag) for the given MTU.
+// Ethernet frame (with one VLAN tag) for the given MTU, and its
+// virtio_net_hdr.
 func FrameSizeFor(mtu int) int {
-	n := ringHeaderRoom + 14 + 4 + mtu
+	n := ringHeaderRoom + vnetHdrLen + 14 + 4 + mtu
 	return (n + 15) &^ 15
 }
 

@@ -25,6 +25,7 @@ type Ring struct {
 	frames     int
 	cur        int
 	held       bool
+	vnet       bool
 
 	statsMu      sync.Mutex
 	packets, drp uint64
@@ -82,6 +83,13 @@ func OpenRing(ifname string, filter []bpf.RawInstruction, cfg RingConfig) (*Ring
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
 		return fail("PACKET_VERSION", err)
+	}
+	if cfg.VnetHdr {
+		// Before the ring: the kernel refuses it on a socket with one.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return fail("PACKET_VNET_HDR", err)
+		}
+		r.vnet = true
 	}
 
 	// Blocks are whole pages, a power of two of them (the kernel allocates
@@ -152,11 +160,15 @@ func (r *Ring) Next() (Frame, bool) {
 		snap = len(s) - mac
 	}
 	r.held = true
-	return Frame{
+	f := Frame{
 		Data:        s[mac : mac+snap : mac+snap],
 		WireLen:     wire,
 		CsumPartial: st&unix.TP_STATUS_CSUMNOTREADY != 0,
-	}, true
+	}
+	if r.vnet && mac >= vnetHdrLen {
+		f.GSOSize = vnetGSOSize(s[mac-vnetHdrLen : mac])
+	}
+	return f, true
 }
 
 // Release hands the frame returned by Next back to the kernel. It does

@@ -16,6 +16,7 @@ type Sender struct {
 	fd     int
 	mac    [6]byte
 	mtu    int
+	vnet   bool // PACKET_VNET_HDR: every frame goes with a virtio_net_hdr
 
 	bufferWaits atomic.Uint64 // batch sends that found the socket's buffer full
 }
@@ -43,11 +44,31 @@ func OpenSender(ifname string) (*Sender, error) {
 	return s, nil
 }
 
+// KeepOffloads has the kernel take each frame with a virtio_net_hdr
+// (PACKET_VNET_HDR): a Batch's AddOffload can then ask it to complete a
+// partial TCP checksum and to cut a super-frame into segments. Call before
+// NewBatch.
+func (s *Sender) KeepOffloads() error {
+	if err := unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		return fmt.Errorf("capture: sender on %s: PACKET_VNET_HDR: %w", s.ifname, err)
+	}
+	s.vnet = true
+	return nil
+}
+
 // Send writes one whole Ethernet frame. The socket blocks while the device
 // queue is full; an error (ENOBUFS, EMSGSIZE for a frame over the MTU, ENETDOWN
 // ...) means the frame was not sent and is for the caller to count.
 func (s *Sender) Send(frame []byte) error {
-	n, err := unix.Write(s.fd, frame)
+	var n int
+	var err error
+	if s.vnet {
+		var none [vnetHdrLen]byte // asks nothing of the kernel
+		n, err = unix.Writev(s.fd, [][]byte{none[:], frame})
+		n -= vnetHdrLen
+	} else {
+		n, err = unix.Write(s.fd, frame)
+	}
 	if err != nil {
 		return fmt.Errorf("capture: send on %s: %w", s.ifname, err)
 	}

@@ -2,11 +2,16 @@
 
 package capture
 
+import "understudy/rewrite"
+
 // Sender transmits Ethernet frames; Linux only.
 type Sender struct{}
 
 // OpenSender returns ErrUnsupported.
 func OpenSender(ifname string) (*Sender, error) { return nil, ErrUnsupported }
+
+// KeepOffloads returns ErrUnsupported.
+func (s *Sender) KeepOffloads() error { return ErrUnsupported }
 
 // Send returns ErrUnsupported.
 func (s *Sender) Send(frame []byte) error { return ErrUnsupported }
@@ -39,6 +44,9 @@ func (b *Batch) Len() int { return 0 }
 
 // Add counts the frame as failed.
 func (b *Batch) Add(frame []byte) int { return 1 }
+
+// AddOffload counts the frame as failed.
+func (b *Batch) AddOffload(frame []byte, o rewrite.Offload) int { return 1 }
 
 // Flush returns 0.
 func (b *Batch) Flush() int { return 0 }
