@@ -30,6 +30,12 @@ type Config struct {
 	// VerifyChecksums drops frames whose checksums are wrong before they can
 	// change any flow's state.
 	VerifyChecksums bool
+	// KeepOffloads leaves the interfaces' offloads on and passes GRO/TSO
+	// super-frames through whole, with their checksums left to the kernel
+	// (PACKET_VNET_HDR): headers are rewritten once per super-frame. The
+	// rings' slots then hold 64 KiB frames (offloadFrameCount of them,
+	// unless Ring says otherwise).
+	KeepOffloads bool
 	// Probe configures failure detection: interval (each probe's timeout
 	// too), misses, rise, and an HTTP path (empty: TCP connect probes).
 	Probe     failover.Config
@@ -83,6 +89,7 @@ type Gateway struct {
 	servers        [2][4]byte // primary's and backup's addresses
 	parseDrops     [rewrite.NumReasons]uint64
 	loopDrops      [numLoopDrops]uint64
+	superFrames    uint64 // GRO/TSO super-frames received whole (KeepOffloads)
 	waits          [numWaits]uint64
 	offloadChanged map[string][]string
 
@@ -126,6 +133,9 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	servers := [][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
 	g.servers = [2][4]byte{servers[0], servers[1]}
 	for _, ifname := range []string{cfg.ClientIface, cfg.ServerIface} {
+		if cfg.KeepOffloads {
+			break
+		}
 		changed, err := capture.DisableOffloads(ifname)
 		if err != nil {
 			return nil, err
@@ -159,12 +169,20 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cr, err := capture.OpenRing(cfg.ClientIface, cf, cfg.Ring)
+	rc := cfg.Ring
+	if cfg.KeepOffloads {
+		rc.VnetHdr = true
+		rc.FrameSize = max(rc.FrameSize, capture.FrameSizeFor(capture.MaxSuperFrame))
+		if rc.FrameCount == 0 {
+			rc.FrameCount = offloadFrameCount
+		}
+	}
+	cr, err := capture.OpenRing(cfg.ClientIface, cf, rc)
 	if err != nil {
 		return nil, err
 	}
 	g.rings = append(g.rings, cr)
-	sr, err := capture.OpenRing(cfg.ServerIface, sf, cfg.Ring)
+	sr, err := capture.OpenRing(cfg.ServerIface, sf, rc)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +192,15 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}
 	if g.serverTx, err = capture.OpenSender(cfg.ServerIface); err != nil {
 		return nil, err
+	}
+	if cfg.KeepOffloads {
+		for _, tx := range []*capture.Sender{g.clientTx, g.serverTx} {
+			if err := tx.KeepOffloads(); err != nil {
+				return nil, err
+			}
+		}
+		g.log.Info("offloads kept: super-frames pass whole, their checksums left to the kernel",
+			"ring_slots", rc.FrameCount, "ring_slot_bytes", rc.FrameSize)
 	}
 	if g.clientNeigh, err = capture.NewNeighbors(ctx, cfg.ClientIface); err != nil {
 		return nil, err
@@ -208,8 +235,12 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	tc.Services = cfg.Services
 	tc.Servers = [2][4]byte{addr4(cfg.Primary), addr4(cfg.Backup)}
 	g.table = tcpstate.New(tc)
-	// Room for a full-MTU frame plus the option space Build reserves.
+	// Room for a full-MTU frame, or a super-frame, plus the option space
+	// Build reserves.
 	frame := frameSize(g.clientTx.MTU(), g.serverTx.MTU()) + 64
+	if cfg.KeepOffloads {
+		frame = max(frame, capture.MaxSuperFrame+rewrite.EthLen+64)
+	}
 	g.out = tcpstate.NewOutput(frame)
 	// A ring batch's output is sent with one sendmmsg per side, by the
 	// loop itself: room for the frames a batch of segments usually makes (a
@@ -279,6 +310,10 @@ const pollInterval = 2 * time.Millisecond
 // timeout with nothing to do sleeps again at once: spinning after each of
 // those wake-ups cost an idle gateway half of its CPU time.
 const spinFor = 50 * time.Microsecond
+
+// offloadFrameCount is the default number of ring slots under
+// KeepOffloads: each holds a 64 KiB super-frame, in a 128 KiB block.
+const offloadFrameCount = 256
 
 // batch bounds the frames taken from one ring before the other gets a turn.
 const batch = 64
@@ -387,6 +422,9 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 		g.parseDrops[r]++
 		return
 	}
+	if g.cfg.KeepOffloads {
+		g.pkt.KeepOffloads(fr.GSOSize)
+	}
 	if side == 1 && !g.fromServerMAC(fr.Data) {
 		g.loopDrops[dropServerMAC]++
 		return
@@ -442,7 +480,7 @@ func (g *Gateway) flush() {
 		copy(f[0:6], mac[:])
 		copy(f[6:12], src[:])
 		f[12], f[13] = 0x08, 0x00
-		q.Add(f)
+		q.AddOffload(f, o.Offload)
 	}
 	g.out.Reset()
 }

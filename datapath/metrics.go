@@ -21,7 +21,7 @@ type Collector struct {
 	failovers, detection, stall, divergences, probes, probeDuration,
 	serverUp, serverActive, serverDrained, serverFlows,
 	bypass, bypassDropped, kernelForwarded, ringDrops,
-	pcapFrames, pcapDropped, pcapRotations, pcapErrors, logSuppressed, replayed, loopWaits, txBufferWaits *prometheus.Desc
+	pcapFrames, pcapDropped, pcapRotations, pcapErrors, logSuppressed, replayed, loopWaits, txBufferWaits, superFrames *prometheus.Desc
 }
 
 func (c *Collector) desc(name, help string, labels ...string) *prometheus.Desc {
@@ -61,6 +61,7 @@ func NewCollector(src StatusSource) *Collector {
 	c.pcapErrors = c.desc("understudy_pcap_errors_total", "Failed writes, opens and renames of the --pcap file.")
 	c.logSuppressed = c.desc("understudy_log_lines_suppressed_total", "Per-flow and per-packet log lines the rate limit refused.")
 	c.txBufferWaits = c.desc("understudy_tx_buffer_waits_total", "Transmits that found a socket's send buffer full (a device queue held its frames) and waited for room.")
+	c.superFrames = c.desc("understudy_super_frames_total", "GRO/TSO super-frames received whole (--keep-offloads), each rewritten once for all its segments.")
 	c.loopWaits = c.desc("understudy_loop_waits_total", "How the datapath loop waited for frames before a round: spin_caught (a frame came while it spun after a busy round), spin_missed (it spun, then slept in poll), slept (after an idle round, straight to poll).", "how")
 	return c
 }
@@ -141,6 +142,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.loopWaits, st.Loop.SpinMissed, "spin_missed")
 	counter(c.loopWaits, st.Loop.Slept, "slept")
 	counter(c.txBufferWaits, st.Loop.TxBufferWaits)
+	counter(c.superFrames, st.Loop.SuperFrames)
 	if p := st.Pcap; p != nil {
 		counter(c.pcapFrames, p.Frames)
 		counter(c.pcapDropped, p.Dropped)

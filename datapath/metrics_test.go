@@ -35,7 +35,7 @@ func fakeGatewayStatus() Status {
 			{"out", "client", 21, 31000}, {"out", "primary", 8, 800}, {"out", "backup", 9, 900}},
 		Drops:        map[string]uint64{"no_flow": 4, "parse_short": 1},
 		KernelBypass: BypassStatus{Installed: true, ClientDropped: 10, ServerDropped: 39, RingDrops: 3},
-		Loop:         LoopStatus{SpinCaught: 7, SpinMissed: 5, Slept: 3, TxBufferWaits: 11},
+		Loop:         LoopStatus{SpinCaught: 7, SpinMissed: 5, Slept: 3, TxBufferWaits: 11, SuperFrames: 13},
 		Failovers:    1,
 		Latency: LatencyStatus{Detection: fakeHistogram(21 * time.Millisecond),
 			ClientStall: fakeHistogram(4*time.Millisecond, 30*time.Millisecond)},
@@ -123,6 +123,9 @@ understudy_loop_waits_total{how="spin_missed"} 5
 # HELP understudy_tx_buffer_waits_total Transmits that found a socket's send buffer full (a device queue held its frames) and waited for room.
 # TYPE understudy_tx_buffer_waits_total counter
 understudy_tx_buffer_waits_total 11
+# HELP understudy_super_frames_total GRO/TSO super-frames received whole (--keep-offloads), each rewritten once for all its segments.
+# TYPE understudy_super_frames_total counter
+understudy_super_frames_total 13
 # HELP understudy_pcap_dropped_frames_total Frames not written to the --pcap file: its buffer was full or no file was open.
 # TYPE understudy_pcap_dropped_frames_total counter
 understudy_pcap_dropped_frames_total 2
@@ -130,7 +133,7 @@ understudy_pcap_dropped_frames_total 2
 	names := []string{"understudy_bytes_total", "understudy_packets_total", "understudy_probes_total", "understudy_client_stall_seconds",
 		"understudy_flows_unprotected", "understudy_server_drained", "understudy_server_active",
 		"understudy_kernel_bypass_dropped_packets_total", "understudy_pcap_dropped_frames_total", "understudy_replayed_bytes_total",
-		"understudy_loop_waits_total", "understudy_tx_buffer_waits_total"}
+		"understudy_loop_waits_total", "understudy_tx_buffer_waits_total", "understudy_super_frames_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +148,7 @@ understudy_pcap_dropped_frames_total 2
 		"understudy_kernel_forwarded_packets_total": 1, "understudy_ring_dropped_packets_total": 1,
 		"understudy_pcap_frames_total": 1, "understudy_pcap_dropped_frames_total": 1, "understudy_pcap_rotations_total": 1,
 		"understudy_pcap_errors_total": 1, "understudy_log_lines_suppressed_total": 1, "understudy_replayed_bytes_total": 1,
-		"understudy_loop_waits_total": 3, "understudy_tx_buffer_waits_total": 1,
+		"understudy_loop_waits_total": 3, "understudy_tx_buffer_waits_total": 1, "understudy_super_frames_total": 1,
 	}
 	total := 0
 	for name, n := range series {

@@ -28,6 +28,7 @@ type Status struct {
 	Drops        map[string]uint64   `json:"drops"`
 	KernelBypass BypassStatus        `json:"kernel_bypass"`
 	Offloads     map[string][]string `json:"offloads_disabled"`
+	OffloadsKept bool                `json:"offloads_kept"` // super-frames pass whole (KeepOffloads)
 	LastFailover *Failover           `json:"last_failover"`
 	Failovers    uint64              `json:"failovers"`
 	Detection    failover.Snapshot   `json:"detection"`
@@ -56,6 +57,9 @@ type LoopStatus struct {
 	// (at most capture.MaxBufferWait per batch; frames still waiting then
 	// are dropped as tx_error).
 	TxBufferWaits uint64 `json:"tx_buffer_waits"`
+	// SuperFrames counts the GRO/TSO super-frames received whole
+	// (KeepOffloads), each rewritten once for all its segments.
+	SuperFrames uint64 `json:"super_frames"`
 }
 
 // LatencyStatus holds the latency histograms.
@@ -142,6 +146,7 @@ func (g *Gateway) Status() Status {
 		Flows:         FlowCounts{ByState: map[string]int{}, UnprotectedWhy: map[string]int{}},
 		Drops:         map[string]uint64{},
 		Offloads:      g.offloadChanged,
+		OffloadsKept:  g.cfg.KeepOffloads,
 	}
 	for i := tcpstate.State(0); i < tcpstate.NumStates; i++ {
 		s.Flows.ByState[i.String()] = 0
@@ -181,7 +186,7 @@ func (g *Gateway) Status() Status {
 	s.NewFlows = g.newFlows()
 	s.Traffic = g.traffic.status()
 	s.Loop = LoopStatus{SpinCaught: g.waits[waitSpinCaught], SpinMissed: g.waits[waitSpinMissed], Slept: g.waits[waitSlept],
-		TxBufferWaits: g.clientTx.BufferWaits() + g.serverTx.BufferWaits()}
+		TxBufferWaits: g.clientTx.BufferWaits() + g.serverTx.BufferWaits(), SuperFrames: g.superFrames}
 	s.Latency.Detection = histogramStatus(&g.detection)
 	s.Latency.ClientStall = histogramStatus(&g.table.Stats.Stalls)
 	s.LogSuppressed = g.logLimit.total

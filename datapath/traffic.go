@@ -55,6 +55,9 @@ func (g *Gateway) received(side int, fr capture.Frame) {
 		g.serverRx++
 		leg = g.serverLeg(fr.Data, 12) // source address
 	}
+	if fr.GSOSize > 0 {
+		g.superFrames++
+	}
 	c := &g.traffic[dirIn][leg]
 	c.packets++
 	c.bytes += uint64(max(fr.WireLen, len(fr.Data)))

@@ -10,7 +10,9 @@
 # default route and the gateway (or, with --mode kernel, an nftables DNAT)
 # takes it in ${P}-gw.
 #
-# Usage: testbed.sh up [--mode kernel] [--huge] [--no-nginx] [--max-conns N]
+# Usage: testbed.sh up [--mode kernel] [--huge] [--offloads] [--no-nginx] [--max-conns N]
+#        (--offloads leaves veth's TSO/GSO and checksum offloads on: for the
+#        gateway's --keep-offloads and the kernel's own forwarding at speed)
 #        testbed.sh down
 #        testbed.sh status
 #        testbed.sh restart-server pri|bak [--max-conns N]
@@ -24,6 +26,7 @@ P=${US_PREFIX:-us}
 D=${US_DIR:-/tmp/understudy-testbed}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WWW=$D/www
+KEEP_OFFLOADS=0 # up --offloads
 
 VIP=10.77.0.100
 CLI_IP=10.77.1.2
@@ -60,6 +63,7 @@ ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
 # is fixed on a device.
 offloads_off() {
 	local f
+	((KEEP_OFFLOADS)) && return
 	for f in tso gso gro lro; do
 		nsx "$1" ethtool -K "$2" "$f" off 2>/dev/null || true
 	done
@@ -286,6 +290,7 @@ cmd_up() {
 		--mode) mode=${2:?--mode needs an argument}; shift 2 ;;
 		--mode=*) mode=${1#--mode=}; shift ;;
 		--huge) huge=1; shift ;;
+		--offloads) KEEP_OFFLOADS=1; shift ;;
 		--no-nginx) nginx=0; shift ;;
 		# Connections each nginx holds (the bench's 100k idle flows).
 		--max-conns) conns=${2:?--max-conns needs an argument}; shift 2 ;;
@@ -431,7 +436,7 @@ main() {
 	down) preflight; cmd_down ;;
 	status) preflight; cmd_status ;;
 	restart-server) preflight; cmd_restart_server "$@" ;;
-	*) echo "usage: $0 up [--mode kernel] [--huge] [--no-nginx] [--max-conns N] | down | status | restart-server pri|bak [--max-conns N]" >&2; exit 2 ;;
+	*) echo "usage: $0 up [--mode kernel] [--huge] [--offloads] [--no-nginx] [--max-conns N] | down | status | restart-server pri|bak [--max-conns N]" >&2; exit 2 ;;
 	esac
 }
 

@@ -15,6 +15,9 @@ const (
 type Out struct {
 	Side  Side
 	Frame []byte
+	// Offload is what the frame asks of the kernel on transmit: set only
+	// for a forwarded frame the datapath parsed under KeepOffloads.
+	Offload rewrite.Offload
 }
 
 // maxOut bounds the frames one call may emit; a timer sweep that needs more
@@ -61,4 +64,9 @@ func (o *Output) buf() []byte {
 
 func (o *Output) emit(side Side, frame []byte) {
 	o.Frames = append(o.Frames, Out{Side: side, Frame: frame})
+}
+
+// emitPacket emits a forwarded segment, with what it asks of the kernel.
+func (o *Output) emitPacket(side Side, p *rewrite.Packet) {
+	o.Frames = append(o.Frames, Out{Side: side, Frame: p.Frame(), Offload: p.Offload()})
 }

@@ -481,7 +481,7 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 		l.cliFinHeld = true
 	}
 	q.Finish()
-	out.emit(ServerSide, q.Frame())
+	out.emitPacket(ServerSide, q)
 	t.countToServer(l.server)
 }
 
@@ -934,7 +934,7 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 		f.finSent = true
 	}
 	p.Finish()
-	out.emit(ClientSide, p.Frame())
+	out.emitPacket(ClientSide, p)
 	t.noteStall(f)
 	t.count(ToClient)
 }
@@ -1401,7 +1401,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 			p.SetAck(f.legs[i].ack)
 		}
 		p.Finish()
-		out.emit(ClientSide, p.Frame())
+		out.emitPacket(ClientSide, p)
 		t.count(ToClient)
 		t.note(f, EventReset, "server_rst", l.server)
 		t.setState(f, StateClosed, now)

@@ -1433,3 +1433,41 @@ func TestHostileServerSegments(t *testing.T) {
 		})
 	}
 }
+
+// TestOffloadCarried: a client super-frame parsed under KeepOffloads
+// reaches both servers asking the kernel for its segmentation and checksum,
+// and each copy's checksum, completed as the kernel would, is valid for
+// the leg's rewritten headers.
+func TestOffloadCarried(t *testing.T) {
+	b := newBed(t, 1000, 5000, 900000)
+	b.handshake()
+	b.out = NewOutput(8192)
+	buf := make([]byte, 8192)
+	s := b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0)
+	n := withPayload(t, buf, rewrite.Build(buf, &s, &b.pkt), bytes.Repeat([]byte("upload"), 700))
+	if r := b.pkt.Parse(buf[:n], true, false); r != rewrite.OK {
+		t.Fatalf("Parse: %v", r)
+	}
+	b.pkt.KeepOffloads(1400)
+	b.out.Reset()
+	b.tab.HandleClient(b.now, &b.pkt, b.out)
+	if len(b.out.Frames) != 2 {
+		t.Fatalf("%d frames, want one per server", len(b.out.Frames))
+	}
+	for i, o := range b.out.Frames {
+		want := rewrite.Offload{CsumStart: rewrite.EthLen + 20, HdrLen: rewrite.EthLen + 20 + 32, GSOSize: 1400}
+		if o.Offload != want {
+			t.Fatalf("frame %d asks %+v, want %+v", i, o.Offload, want)
+		}
+		c := int(o.Offload.CsumStart) + 16
+		binary.BigEndian.PutUint16(o.Frame[c:], ^uint16(rewrite.Checksum(o.Frame[o.Offload.CsumStart:], 0)))
+		var q rewrite.Packet
+		if r := q.Parse(o.Frame, false, true); r != rewrite.OK {
+			t.Fatalf("frame %d, completed like the kernel: %v", i, r)
+		}
+	}
+	// The table's own frames (the ACK the client is owed) ask for
+	// nothing: decode verifies their checksums as they are.
+	b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+4201, rewrite.ACK, 500, pTS0+5, cTS0+2), nil)
+	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4201, rewrite.ACK, 500, bTS0+5, cTS0+2), nil)
+}

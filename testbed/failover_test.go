@@ -169,6 +169,44 @@ func TestFailover(t *testing.T) {
 	}
 }
 
+// TestFailoverOffloads: with offloads on along the whole path and the
+// gateway passing super-frames whole (--keep-offloads), each position
+// survives a host loss of the primary and of the backup: the transfers
+// check the bytes, and a super-frame rewritten wrongly would break them.
+func TestFailoverOffloads(t *testing.T) {
+	bed := Up(t, Options{Offloads: true})
+	RequireTool(t, "tcpdump")
+	if !bed.Nginx {
+		t.Fatal("nginx is not installed: apt-get install -y nginx-light (CI installs it)")
+	}
+	for _, failed := range []Server{Pri, Bak} {
+		for _, pos := range positions {
+			t.Run(failsName[failed]+"/"+pos.name, func(t *testing.T) {
+				b := bed.For(t)
+				gw := b.StartGateway(append([]string{"--keep-offloads"}, failoverArgs...)...)
+				t.Cleanup(func() {
+					if t.Failed() {
+						t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
+					}
+				})
+				survive(t, b, HostLoss, failed, pos)
+				st, err := b.Status()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if kept, _ := st["offloads_kept"].(bool); !kept {
+					t.Errorf("status offloads_kept = %v, want true", st["offloads_kept"])
+				}
+				// Bulk in either direction comes as super-frames.
+				loop, _ := st["loop"].(map[string]any)
+				if sf, _ := loop["super_frames"].(float64); (pos.name == "upload" || pos.name == "download") && sf == 0 {
+					t.Errorf("no super-frame passed in the %s (status loop %v)", pos.name, loop)
+				}
+			})
+		}
+	}
+}
+
 // survive runs one client transfer through a failure of server failed at
 // pos and checks the client's view and the surviving server's. It returns
 // the fault, still in place (the test's cleanup repairs it).

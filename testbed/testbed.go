@@ -91,6 +91,9 @@ type Options struct {
 	Huge bool
 	// NoNginx serves everything with usweb even when nginx is installed.
 	NoNginx bool
+	// Offloads leaves veth's TSO/GSO and checksum offloads on (the
+	// gateway's --keep-offloads); by default they are off everywhere.
+	Offloads bool
 	// MaxConns is the connections each nginx may hold (default
 	// defaultMaxConns).
 	MaxConns int
@@ -216,6 +219,9 @@ func Up(t testing.TB, opts Options) *Bed {
 	}
 	if opts.NoNginx {
 		args = append(args, "--no-nginx")
+	}
+	if opts.Offloads {
+		args = append(args, "--offloads")
 	}
 	if opts.MaxConns > 0 {
 		args = append(args, "--max-conns", strconv.Itoa(opts.MaxConns))

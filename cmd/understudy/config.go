@@ -31,6 +31,8 @@ type fileConfig struct {
 	PcapKeep    string          `yaml:"pcap_keep"`
 	Probe       probeConfig     `yaml:"probe"`
 	MaxHalfOpen string          `yaml:"max_half_open"`
+	// KeepOffloads is "true" or "false" (--keep-offloads).
+	KeepOffloads string `yaml:"keep_offloads"`
 }
 
 type serviceConfig struct {
@@ -49,7 +51,7 @@ type probeConfig struct {
 // allowedKeys names the keys each section of the file accepts, for the
 // message about an unknown one.
 var allowedKeys = map[string]string{
-	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, pcap, pcap_max_bytes, pcap_keep, probe, max_half_open",
+	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, pcap, pcap_max_bytes, pcap_keep, probe, max_half_open, keep_offloads",
 	"serviceConfig": "vip, port",
 	"probeConfig":   "interval, timeout, misses, rise, http",
 }

@@ -78,6 +78,22 @@ func TestConfigFlagsOverrideFile(t *testing.T) {
 	if got := serviceList(c.Services); got != "192.0.2.50:81,192.0.2.50:82" {
 		t.Errorf("flags' services replace the file's: %s", got)
 	}
+	// The file's keep_offloads, and the flag over it.
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"--keep-offloads=false"}, false},
+	} {
+		f, err := parseGatewayFlags("check", append([]string{"--config", writeConfig(t, baseYAML+"keep_offloads: true\n")}, tc.args...), &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err := f.gatewayConfig(); err != nil || c.KeepOffloads != tc.want {
+			t.Errorf("keep_offloads: true with %q: KeepOffloads %v, err %v; want %v", tc.args, c.KeepOffloads, err, tc.want)
+		}
+	}
 	// A flag's value that is bad is reported by its flag name.
 	_, err = checkConfig(t, baseYAML, "--probe-rise", "0")
 	if err == nil || !strings.Contains(err.Error(), "--probe-rise 0: use a count") {
@@ -128,6 +144,7 @@ func TestConfigErrors(t *testing.T) {
 		{"pcap size word", baseYAML + "pcap_max_bytes: lots\n", `pcap_max_bytes "lots": use a size from 64K to 1024G`},
 		{"pcap keep", baseYAML + "pcap_keep: -1\n", "pcap_keep -1: use a count from 0 to 1000"},
 		{"pcap keep word", baseYAML + "pcap_keep: all\n", `pcap_keep "all": use a whole number`},
+		{"keep offloads word", baseYAML + "keep_offloads: sometimes\n", `keep_offloads "sometimes": use true or false`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,6 +46,7 @@ type runFlags struct {
 	pcap, pcapMax            string
 	pcapKeep                 int
 	maxHalfOpen              int
+	keepOffloads             bool
 
 	services []serviceSpec
 	// names maps a flag to the file key its value came from, so that an
@@ -84,6 +85,7 @@ func parseGatewayFlags(cmd string, args []string, stderr io.Writer) (*runFlags, 
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", 0, "timeout of one probe (default: the probe interval); longer tolerates a loaded server, detects a silent host slower")
 	fs.IntVar(&f.probeMisses, "probe-misses", failover.DefaultMisses, "consecutive failed probes that declare a server down")
 	fs.IntVar(&f.probeRise, "probe-rise", failover.DefaultRise, "consecutive good probes that bring a failed server back as standby")
+	fs.BoolVar(&f.keepOffloads, "keep-offloads", false, "leave the interfaces' GRO/TSO and checksum offloads on and pass super-frames through whole (faster where offloads are on; rings of 64 KiB slots); default: turn them off")
 	fs.IntVar(&f.maxHalfOpen, "max-half-open", 1<<16, "flows in their handshake at most; beyond it a new SYN evicts the oldest (SYN floods)")
 	fs.StringVar(&f.probeHTTP, "probe-http", "", "probe with an HTTP GET of this path instead of a TCP connect (detects hung servers)")
 	fs.StringVar(&f.pcap, "pcap", "", "write every frame received and sent to this pcap file (read it with tcpdump -enr FILE: In/Out marks the direction)")
@@ -194,6 +196,14 @@ func (f *runFlags) applyFile(fc *fileConfig, set map[string]bool) error {
 		{"probe-rise", "probe.rise", &f.probeRise, fc.Probe.Rise},
 		{"pcap-keep", "pcap_keep", &f.pcapKeep, fc.PcapKeep},
 		{"max-half-open", "max_half_open", &f.maxHalfOpen, fc.MaxHalfOpen},
+	}
+	if !set["keep-offloads"] && fc.KeepOffloads != "" {
+		v, err := strconv.ParseBool(strings.TrimSpace(fc.KeepOffloads))
+		if err != nil {
+			return usagef("keep_offloads %q: use true or false", fc.KeepOffloads)
+		}
+		f.keepOffloads = v
+		f.names["--keep-offloads"] = "keep_offloads"
 	}
 	for _, n := range ints {
 		if set[n.flag] || n.val == "" {
@@ -328,6 +338,7 @@ func (f *runFlags) validate() (datapath.Config, error) {
 		return c, err
 	}
 	c.ClientIface, c.ServerIface = f.clientIface, f.serverIface
+	c.KeepOffloads = f.keepOffloads
 	c.VerifyChecksums = true
 	return c, nil
 }
