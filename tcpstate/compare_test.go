@@ -136,3 +136,56 @@ func TestBlockSum(t *testing.T) {
 		t.Fatal("the same sub-blocks gave another sum")
 	}
 }
+
+// TestStreamSumSplits: a stream's sums do not depend on where its segments
+// end, aligned to words or not.
+func TestStreamSumSplits(t *testing.T) {
+	rnd := rand.New(rand.NewSource(2))
+	data := make([]byte, 5*cmpBlock+37)
+	rnd.Read(data)
+	var whole streamSum
+	whole.add(data)
+	for _, cuts := range []struct {
+		name string
+		next func() int
+	}{
+		{"1448", func() int { return 1448 }},
+		{"7", func() int { return 7 }},
+		{"random 1..100", func() int { return 1 + rnd.Intn(100) }},
+		{"random 1..3000", func() int { return 1 + rnd.Intn(3000) }},
+	} {
+		t.Run(cuts.name, func(t *testing.T) {
+			var s streamSum
+			for off := 0; off < len(data); {
+				n := min(cuts.next(), len(data)-off)
+				s.add(data[off : off+n])
+				off += n
+			}
+			if s != whole {
+				t.Fatalf("sums differ from the stream's added whole")
+			}
+		})
+	}
+}
+
+// TestStreamSumDetectsOneByte: a change to any one byte of a sub-block
+// changes that sub-block's sum, at every position.
+func TestStreamSumDetectsOneByte(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), cmpBlock/16)
+	var base streamSum
+	base.add(data)
+	for i := range cmpBlock {
+		for _, flip := range []byte{0x01, 0x80, 0xff} {
+			d := append([]byte(nil), data...)
+			d[i] ^= flip
+			var s streamSum
+			s.add(d)
+			j := uint32(i / cmpSub)
+			x, _ := s.subAt(0, j)
+			y, _ := base.subAt(0, j)
+			if x == y {
+				t.Fatalf("byte %d ^ %#x: sub-block %d's sum unchanged", i, flip, j)
+			}
+		}
+	}
+}
