@@ -29,7 +29,11 @@ type BenchConfig struct {
 	Failovers, HAProxyFailovers int
 	FailoverFile                string
 	Flows                       int // idle established flows for the memory figure
-	GatewayArgs                 []string
+	// OffloadRounds, after the main rounds, download BulkFile once per
+	// system with TSO/GSO on along the whole path, understudy passing
+	// super-frames whole (--keep-offloads).
+	OffloadRounds int
+	GatewayArgs   []string
 	// Progress, if set, gets a line after each system's round and before
 	// the failovers and each system's idle flows: a full run takes minutes.
 	Progress io.Writer `json:"-"`
@@ -236,6 +240,9 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 		}
 	}
 	figs := []*Figure{bulk, rate, backlog, p50, p99, cpu, mcpu, bulkSolo, rateSolo}
+	if cfg.OffloadRounds > 0 {
+		figs = append(figs, b.benchOffloads(cfg, want, progress, fail))
+	}
 
 	stall50 := newFigure("failover client stall p50", "ms", false)
 	stall99 := newFigure("failover client stall p99", "ms", false)
@@ -330,6 +337,43 @@ func newSamples(sys System, figs []*Figure, had []int) string {
 		return "nothing measured"
 	}
 	return strings.Join(parts, "; ")
+}
+
+// benchOffloads measures bulk downloads with the bed's offloads on, the
+// systems interleaved round by round, and turns them off again.
+func (b *Bed) benchOffloads(cfg BenchConfig, want string, progress, fail func(string, ...any)) *Figure {
+	bulk := newFigure("bulk download, offloads on ("+cfg.BulkFile+", curl, median)", "MB/s", true)
+	if err := b.SetOffloads(true); err != nil {
+		fail("%v", err)
+		return bulk
+	}
+	defer func() {
+		if err := b.SetOffloads(false); err != nil {
+			fail("%v", err)
+		}
+	}()
+	args := append([]string{"--keep-offloads"}, cfg.GatewayArgs...)
+	for round := 0; round < cfg.OffloadRounds; round++ {
+		var got []string
+		for _, sys := range Systems {
+			srv, err := b.Serve(sys, args...)
+			if err != nil {
+				fail("offloads on, round %d: %v", round, err)
+				continue
+			}
+			if tr, err := b.benchBulk(cfg.BulkFile, want); err != nil {
+				fail("offloads on, round %d: %s: %v", round, sys, err)
+			} else {
+				bulk.add(sys, tr.mbps())
+				got = append(got, fmt.Sprintf("%s %s MB/s", sys, formatValue(tr.mbps())))
+			}
+			if err := srv.Stop(); err != nil {
+				fail("offloads on, round %d: stopping %s: %v", round, sys, err)
+			}
+		}
+		progress("offloads on, round %d/%d: %s", round+1, cfg.OffloadRounds, strings.Join(got, ", "))
+	}
+	return bulk
 }
 
 // benchSolo drains understudy's backup and measures a download and, in

@@ -27,8 +27,9 @@ func BenchmarkCompare(b *testing.B) {
 		WrkDuration: time.Duration(envInt("US_WRK_SECONDS", 10)) * time.Second,
 		LatDuration: time.Duration(envInt("US_WRK_SECONDS", 10)) * time.Second,
 		Failovers:   envInt("US_FAILOVERS", 21), HAProxyFailovers: min(3, envInt("US_FAILOVERS", 21)), FailoverFile: "huge.bin",
-		Flows:    envInt("US_FLOWS", 100000),
-		Progress: os.Stderr,
+		Flows:         envInt("US_FLOWS", 100000),
+		OffloadRounds: envInt("US_BENCH_ROUNDS", 5),
+		Progress:      os.Stderr,
 	}
 	cfg.WrkRounds = min(cfg.WrkRounds, cfg.Rounds)
 	// The servers as deployed on two cores: one nginx worker each. RunBench
@@ -61,7 +62,7 @@ func TestBenchSmoke(t *testing.T) {
 	var progress strings.Builder
 	cfg := BenchConfig{
 		Rounds: 1, BulkFile: "big.bin", WrkRounds: 1, WrkDuration: time.Second, LatDuration: time.Second,
-		Failovers: 1, HAProxyFailovers: 1, FailoverFile: "huge.bin", Flows: 2000,
+		Failovers: 1, HAProxyFailovers: 1, FailoverFile: "huge.bin", Flows: 2000, OffloadRounds: 1,
 		Progress: &progress,
 	}
 	rep, errs := bed.RunBench(cfg)
@@ -69,10 +70,10 @@ func TestBenchSmoke(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("\n%s\n%s", rep.Markdown(), progress.String())
-	// A line as each system's round ends, and before the failovers and
-	// each system's flows.
+	// A line as each system's round ends, after the round with offloads
+	// on, and before the failovers and each system's flows.
 	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
-	if want := len(Systems) + 2 + 2; len(lines) != want || !strings.Contains(lines[2], "understudy: bulk download ") ||
+	if want := len(Systems) + 1 + 2 + 2; len(lines) != want || !strings.Contains(lines[2], "understudy: bulk download ") ||
 		!strings.Contains(lines[2], "bulk download, understudy's backup drained ") {
 		t.Errorf("progress: %d lines, want %d, the third understudy's figures:\n%s", len(lines), want, progress.String())
 	}

@@ -366,6 +366,34 @@ func (b *Bed) NS(s Server) string { return b.Prefix + "-" + string(s) }
 // URL is the client's URL of path on the VIP.
 func URL(path string) string { return "http://" + VIP + path }
 
+// SetOffloads turns TSO and GSO on or off on every veth of the bed (what
+// scripts/testbed.sh up --offloads leaves on): with them on, senders hand
+// veth 64 KiB super-frames that pass whole. The LAN's bridge follows its
+// ports.
+func (b *Bed) SetOffloads(on bool) error {
+	state := "off"
+	if on {
+		state = "on"
+	}
+	for _, ns := range []string{b.Client(), b.Gateway(), b.LAN(), b.Primary(), b.Backup()} {
+		out, err := b.Output(ns, "ip", "-o", "link", "show", "type", "veth")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if err := b.Run(ns, "ethtool", "-K", dev, "tso", state, "gso", state); err != nil {
+				return fmt.Errorf("offloads %s on %s in %s: %w", state, dev, ns, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Cmd is name args... run inside namespace ns.
 func (b *Bed) Cmd(ns, name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
