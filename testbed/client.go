@@ -112,6 +112,9 @@ func (tr *Transfer) finish(runErr error, stderr, what string) error {
 	tr.Stderr = msgs
 	tr.HTTPCode, tr.NumConnects = st.HTTPCode, st.NumConnects
 	tr.TimeTotal, tr.TimeStartTransfer = seconds(st.TimeTotal), seconds(st.TimeStartTransfer)
+	if tr.Bytes == 0 {
+		tr.Bytes = st.SizeDownload // the body went elsewhere than to the harness
+	}
 	switch {
 	case runErr != nil:
 		return fmt.Errorf("curl %s: %v: %s", what, runErr, msgs)
