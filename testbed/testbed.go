@@ -367,9 +367,11 @@ func (b *Bed) NS(s Server) string { return b.Prefix + "-" + string(s) }
 func URL(path string) string { return "http://" + VIP + path }
 
 // SetOffloads turns TSO and GSO on or off on every veth of the bed (what
-// scripts/testbed.sh up --offloads leaves on): with them on, senders hand
-// veth 64 KiB super-frames that pass whole. The LAN's bridge follows its
-// ports.
+// scripts/testbed.sh up --offloads leaves on), and with them checksum
+// offload and scatter-gather, which TSO needs and understudy without
+// --keep-offloads turns off on the gateway's interfaces: with them on,
+// senders hand veth 64 KiB super-frames that pass whole. The LAN's bridge
+// follows its ports.
 func (b *Bed) SetOffloads(on bool) error {
 	state := "off"
 	if on {
@@ -386,7 +388,13 @@ func (b *Bed) SetOffloads(on bool) error {
 				continue
 			}
 			dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			if err := b.Run(ns, "ethtool", "-K", dev, "tso", state, "gso", state); err != nil {
+			args := []string{"-K", dev, "tso", state, "gso", state}
+			if on {
+				// What a gateway that ran without --keep-offloads turned
+				// off on its interfaces besides: TSO needs them.
+				args = append(args, "tx", "on", "rx", "on", "sg", "on")
+			}
+			if err := b.Run(ns, "ethtool", args...); err != nil {
 				return fmt.Errorf("offloads %s on %s in %s: %w", state, dev, ns, err)
 			}
 		}
