@@ -418,7 +418,7 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 		g.loopDrops[dropOversized]++
 		return
 	}
-	if r := g.pkt.Parse(fr.Data, fr.CsumPartial, g.cfg.VerifyChecksums); r != rewrite.OK {
+	if r := g.pkt.Parse(fr.Data, fr.CsumPartial, g.verifies(fr)); r != rewrite.OK {
 		g.parseDrops[r]++
 		return
 	}
@@ -439,6 +439,15 @@ func (g *Gateway) handle(side int, fr capture.Frame, now int64) {
 		g.table.HandleServer(now, &g.pkt, g.out)
 	}
 	g.flush()
+}
+
+// verifies reports whether fr's checksums are to be verified. A
+// super-frame's are not: the kernel coalesced it from segments it had
+// validated, and fraglist GRO leaves the first segment's checksum in the
+// field (the frame is not CHECKSUM_PARTIAL); Finish writes the partial sum
+// the frame leaves with anyway.
+func (g *Gateway) verifies(fr capture.Frame) bool {
+	return g.cfg.VerifyChecksums && fr.GSOSize == 0
 }
 
 // fromServerMAC reports whether a parsed server-side frame comes from the
