@@ -92,15 +92,7 @@ func OpenRing(ifname string, filter []bpf.RawInstruction, cfg RingConfig) (*Ring
 		r.vnet = true
 	}
 
-	// Blocks are whole pages, a power of two of them (the kernel allocates
-	// power-of-two orders anyway), holding whole frames.
-	page := unix.Getpagesize()
-	block := page
-	for block < cfg.FrameSize {
-		block *= 2
-	}
-	perBlock := block / cfg.FrameSize
-	blocks := (cfg.FrameCount + perBlock - 1) / perBlock
+	block, perBlock, blocks := ringGeometry(unix.Getpagesize(), cfg.FrameSize, cfg.FrameCount)
 	req := unix.TpacketReq{
 		Block_size: uint32(block),
 		Block_nr:   uint32(blocks),
@@ -122,6 +114,25 @@ func OpenRing(ifname string, filter []bpf.RawInstruction, cfg RingConfig) (*Ring
 	}
 	ok = true
 	return r, nil
+}
+
+// ringGeometry lays count frames of frameSize out in blocks: whole pages, a
+// power of two of them (the kernel allocates power-of-two orders anyway),
+// holding whole frames. A frame larger than a page gets blocks of about
+// sixteen frames: a block of one 64 KiB super-frame slot would be half
+// padding.
+func ringGeometry(page, frameSize, count int) (block, perBlock, blocks int) {
+	want := frameSize
+	if frameSize > page {
+		want = 16 * frameSize
+	}
+	block = page
+	for block < want {
+		block *= 2
+	}
+	perBlock = block / frameSize
+	blocks = (count + perBlock - 1) / perBlock
+	return block, perBlock, blocks
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -98,3 +98,29 @@ func TestOffloadRefusedWithoutVnetHdr(t *testing.T) {
 		}
 	})
 }
+
+// TestSendKeepsOffloads: Send on a sender that keeps offloads puts the
+// header that asks nothing before the frame, which arrives as sent, and
+// allocates nothing.
+func TestSendKeepsOffloads(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		r := openRing(t, tn.IfA, testVIP, 80, RingConfig{FrameSize: FrameSizeFor(MaxSuperFrame), FrameCount: 64, VnetHdr: true})
+		s := openSenderIn(t, tn.NSB, tn.IfB)
+		if err := s.KeepOffloads(); err != nil {
+			t.Fatal(err)
+		}
+		f := buildFrame(t, frameSpec{src: tn.IPB, dst: testVIP, sport: 4000, dport: 80, payload: 300})
+		send(t, s, f)
+		got := waitFrames(t, r, 1, time.Second, 50*time.Millisecond)
+		if len(got) != 1 || !bytes.Equal(got[0].Data, f) || got[0].GSOSize != 0 {
+			t.Fatalf("got %d frames; want the one sent, whole and plain", len(got))
+		}
+		if a := testing.AllocsPerRun(20, func() {
+			if err := s.Send(f); err != nil {
+				t.Fatal(err)
+			}
+		}); a != 0 {
+			t.Errorf("Send with offloads kept: %v allocs/op", a)
+		}
+	})
+}

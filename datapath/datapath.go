@@ -312,8 +312,9 @@ const pollInterval = 2 * time.Millisecond
 const spinFor = 50 * time.Microsecond
 
 // offloadFrameCount is the default number of ring slots under
-// KeepOffloads: each holds a 64 KiB super-frame, in a 128 KiB block.
-const offloadFrameCount = 256
+// KeepOffloads: each holds a 64 KiB super-frame, 31 to a 2 MiB block, 32
+// MiB per ring.
+const offloadFrameCount = 16 * 31
 
 // batch bounds the frames taken from one ring before the other gets a turn.
 const batch = 64
