@@ -3,6 +3,7 @@ package rewrite
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
@@ -40,12 +41,18 @@ func TestKeepOffloads(t *testing.T) {
 		{"full-checksum frame stays full", big[:100], false, true, 0, -1, false, 0},
 		{"partial frame without KeepOffloads is completed", big[:1448], true, false, 0, -1, false, 0},
 		{"empty partial ACK", nil, true, true, 0, -1, true, 0},
+		{"partial super-frame with IP options", big, true, true, 1448, -1, true, 1448},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := baseSeg()
 			s.payload = tc.payload
 			s.opts = []layers.TCPOption{nopOpt(), nopOpt(), optTSOpt(7, 9)}
+			ipLen := 20
+			if strings.Contains(tc.name, "IP options") {
+				s.ipOpts = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
+				ipLen = 24
+			}
 			f := s.frame(t)
 			if tc.partial {
 				makePartial(f)
@@ -70,8 +77,8 @@ func TestKeepOffloads(t *testing.T) {
 				t.Fatalf("Offload() = %+v, want partial %v gso %d", o, tc.wantPart, tc.wantGSO)
 			}
 			if tc.wantPart {
-				if o.CsumStart != EthLen+20 || o.HdrLen != EthLen+20+32 {
-					t.Fatalf("Offload() = %+v, want csum start %d, header length %d", o, EthLen+20, EthLen+20+32)
+				if o.CsumStart != uint16(EthLen+ipLen) || o.HdrLen != uint16(EthLen+ipLen+32) {
+					t.Fatalf("Offload() = %+v, want csum start %d, header length %d", o, EthLen+ipLen, EthLen+ipLen+32)
 				}
 				seed := binary.BigEndian.Uint16(p.Frame()[int(o.CsumStart)+tcpCsum:])
 				if want := uint16(p.pseudoSum()); seed != want {
