@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/safchain/ethtool"
+	"github.com/vishvananda/netlink"
 )
 
 // offloadFeatures are the kernel feature names (ETH_SS_FEATURES strings) that
@@ -102,4 +103,27 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// CheckSuperFrameSize returns an error if ifname may hand up or take
+// super-frames larger than 64 KiB (BIG TCP: gro_ipv4_max_size or
+// gso_ipv4_max_size above 65536). Such an IPv4 packet has no length in its
+// header, and would not fit a ring slot; with offloads kept they must stay
+// at their default.
+func CheckSuperFrameSize(ifname string) error {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("capture: %s: %w", ifname, err)
+	}
+	a := link.Attrs()
+	for _, lim := range []struct {
+		name string
+		v    uint32
+	}{{"gro_ipv4_max_size", a.GROIPv4MaxSize}, {"gso_ipv4_max_size", a.GSOIPv4MaxSize}} {
+		if lim.v > MaxSuperFrame+1 {
+			return fmt.Errorf("capture: %s has %s %d (BIG TCP): with offloads kept, super-frames must fit 64 KiB; "+
+				"run `ip link set dev %s %s 65536`, or run without --keep-offloads", ifname, lim.name, lim.v, ifname, lim.name)
+		}
+	}
+	return nil
 }

@@ -134,7 +134,10 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	g.servers = [2][4]byte{servers[0], servers[1]}
 	for _, ifname := range []string{cfg.ClientIface, cfg.ServerIface} {
 		if cfg.KeepOffloads {
-			break
+			if err := capture.CheckSuperFrameSize(ifname); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		changed, err := capture.DisableOffloads(ifname)
 		if err != nil {
