@@ -30,7 +30,7 @@ lint:
 demo: build
 	scripts/demo.sh
 
-# Kernel forwarding, HAProxy and understudy side by side (root; about 12
+# Kernel forwarding, HAProxy and understudy side by side (root; about 8
 # minutes): one table, also under bench/results/. US_BENCH_ROUNDS (5),
 # US_FAILOVERS (21) and US_FLOWS (100000) size it.
 bench: build
