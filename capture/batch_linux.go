@@ -78,7 +78,7 @@ func (b *Batch) AddOffload(frame []byte, o rewrite.Offload) (failed int) {
 	n := copy(buf[vnetHdrLen:], frame)
 	start := vnetHdrLen
 	if b.vnet {
-		putVnetHdr(buf, frame, o)
+		putVnetHdr(buf, o)
 		start = 0
 	}
 	b.iovs[b.n].Base = &buf[start]

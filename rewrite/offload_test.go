@@ -77,10 +77,10 @@ func TestKeepOffloads(t *testing.T) {
 				t.Fatalf("Offload() = %+v, want partial %v gso %d", o, tc.wantPart, tc.wantGSO)
 			}
 			if tc.wantPart {
-				if o.CsumStart != uint16(EthLen+ipLen) || o.HdrLen != uint16(EthLen+ipLen+32) {
-					t.Fatalf("Offload() = %+v, want csum start %d, header length %d", o, EthLen+ipLen, EthLen+ipLen+32)
+				if o.CsumStart != uint16(EthLen+ipLen) || o.CsumOffset != 16 || o.HdrLen != uint16(EthLen+ipLen+32) {
+					t.Fatalf("Offload() = %+v, want csum start %d, offset 16, header length %d", o, EthLen+ipLen, EthLen+ipLen+32)
 				}
-				seed := binary.BigEndian.Uint16(p.Frame()[int(o.CsumStart)+tcpCsum:])
+				seed := binary.BigEndian.Uint16(p.Frame()[int(o.CsumStart+o.CsumOffset):])
 				if want := uint16(p.pseudoSum()); seed != want {
 					t.Fatalf("checksum field %#04x, want the pseudo-header sum %#04x", seed, want)
 				}
@@ -89,6 +89,39 @@ func TestKeepOffloads(t *testing.T) {
 			d := decode(t, p.Frame())
 			if d.tcp.Window != 77 || [4]byte(d.ip.DstIP.To4()) != backupIP {
 				t.Fatalf("decoded %+v", d.tcp)
+			}
+		})
+	}
+}
+
+// TestOffloadECN: a super-frame whose first segment carries CWR asks the
+// kernel to keep it on that segment only; a frame sent whole, or one without
+// CWR, asks nothing of the kind.
+func TestOffloadECN(t *testing.T) {
+	payload := bytes.Repeat([]byte{7}, 3000)
+	tests := []struct {
+		name  string
+		flags uint8
+		gso   uint16
+		want  bool
+	}{
+		{"super-frame with CWR", ACK | CWR, 1000, true},
+		{"super-frame without CWR", ACK, 1000, false},
+		{"plain frame with CWR", ACK | CWR, 0, false},
+		{"super-frame of one segment with CWR", ACK | CWR, 3000, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := baseSeg()
+			s.payload, s.flags = payload, tc.flags
+			f := s.frame(t)
+			makePartial(f)
+			var p Packet
+			mustParse(t, &p, f, true)
+			p.KeepOffloads(tc.gso)
+			p.Finish()
+			if got := p.Offload().ECN; got != tc.want {
+				t.Errorf("Offload().ECN = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -139,9 +139,13 @@ type Packet struct {
 // packet socket's virtio_net_hdr (PACKET_VNET_HDR). The zero value asks
 // nothing: the frame's checksums are complete and it fits the MTU.
 type Offload struct {
-	CsumStart uint16 // frame offset the TCP checksum's sum starts at (the TCP header); 0: checksum complete
-	HdrLen    uint16 // bytes of headers, Ethernet to payload, each segment repeats
-	GSOSize   uint16 // payload bytes per segment to cut a super-frame into; 0: send it as one frame
+	CsumStart  uint16 // frame offset the TCP checksum's sum starts at (the TCP header); 0: checksum complete
+	CsumOffset uint16 // the checksum field's offset from CsumStart
+	HdrLen     uint16 // bytes of headers, Ethernet to payload, each segment repeats
+	GSOSize    uint16 // payload bytes per segment to cut a super-frame into; 0: send it as one frame
+	// ECN marks a super-frame whose first segment carries CWR: only that
+	// segment keeps it (the kernel's SKB_GSO_TCP_ECN).
+	ECN bool
 }
 
 // KeepOffloads makes Finish leave a partial TCP checksum partial, the
@@ -161,10 +165,11 @@ func (p *Packet) Offload() Offload {
 	if !p.keepOffload || !p.csumPartial {
 		return Offload{}
 	}
-	o := Offload{CsumStart: uint16(p.tcp), HdrLen: uint16(p.payload)}
+	o := Offload{CsumStart: uint16(p.tcp), CsumOffset: tcpCsum, HdrLen: uint16(p.payload)}
 	// Trimmed to one segment or less, a super-frame goes as a plain frame.
-	if p.PayloadLen() > int(p.gsoSize) {
+	if p.gsoSize > 0 && p.PayloadLen() > int(p.gsoSize) {
 		o.GSOSize = p.gsoSize
+		o.ECN = p.Flags()&CWR != 0
 	}
 	return o
 }

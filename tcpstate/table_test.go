@@ -1455,11 +1455,11 @@ func TestOffloadCarried(t *testing.T) {
 		t.Fatalf("%d frames, want one per server", len(b.out.Frames))
 	}
 	for i, o := range b.out.Frames {
-		want := rewrite.Offload{CsumStart: rewrite.EthLen + 20, HdrLen: rewrite.EthLen + 20 + 32, GSOSize: 1400}
+		want := rewrite.Offload{CsumStart: rewrite.EthLen + 20, CsumOffset: 16, HdrLen: rewrite.EthLen + 20 + 32, GSOSize: 1400}
 		if o.Offload != want {
 			t.Fatalf("frame %d asks %+v, want %+v", i, o.Offload, want)
 		}
-		c := int(o.Offload.CsumStart) + 16
+		c := int(o.Offload.CsumStart + o.Offload.CsumOffset)
 		binary.BigEndian.PutUint16(o.Frame[c:], ^uint16(rewrite.Checksum(o.Frame[o.Offload.CsumStart:], 0)))
 		var q rewrite.Packet
 		if r := q.Parse(o.Frame, false, true); r != rewrite.OK {
