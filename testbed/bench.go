@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -389,14 +388,11 @@ func (b *Bed) benchOffloads(cfg BenchConfig, want string, progress, fail func(st
 // benchBulkUnhashed downloads file once through the VIP to /dev/null in
 // the client; a download that failed or was not size bytes is an error.
 func (b *Bed) benchBulkUnhashed(file string, size int64) (*Transfer, error) {
-	cmd := b.Cmd(b.Client(), "curl", "-sS", "--max-time", "300", "--output", "/dev/null", "-w", statsFormat, curlURL("/"+file))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	tr := &Transfer{}
-	if err := tr.finish(cmd.Run(), stderr.String(), "GET /"+file); err != nil {
+	tr, err := b.DownloadDiscard("/"+file, "--max-time", "300")
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("bulk: %w", err)
-	}
-	if tr.Bytes != size {
+	case tr.Bytes != size:
 		return nil, fmt.Errorf("bulk: %d bytes, want %d", tr.Bytes, size)
 	}
 	return tr, nil

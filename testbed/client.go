@@ -94,16 +94,36 @@ func curlURL(path string) string {
 // in as far as the transfer got, even with an error; a status other than 2xx
 // is an error.
 func (b *Bed) Download(path string, curlArgs ...string) (*Transfer, error) {
-	args := append([]string{"-sS", "--max-time", "120", "--output", "-", "-w", statsFormat}, curlArgs...)
+	h := sha256.New()
+	cw := &countWriter{w: h}
+	stderr, runErr := b.get(path, "-", cw, curlArgs)
+	tr := &Transfer{SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: cw.n}
+	return tr, tr.finish(runErr, stderr, "GET "+path)
+}
+
+// DownloadDiscard is Download with the body left in the client (curl writes
+// it to /dev/null), for rates above what the harness can hash: Bytes is
+// curl's count, SHA256 is empty.
+func (b *Bed) DownloadDiscard(path string, curlArgs ...string) (*Transfer, error) {
+	stderr, runErr := b.get(path, "/dev/null", nil, curlArgs)
+	tr := &Transfer{}
+	err := tr.finish(runErr, stderr, "GET "+path)
+	if st, _, perr := parseCurlStats(stderr); perr == nil {
+		tr.Bytes = st.SizeDownload
+	}
+	return tr, err
+}
+
+// get runs curl GET path in the client with the body to output (a file in
+// the client's namespace, or "-" for stdout), and returns curl's stderr.
+func (b *Bed) get(path, output string, stdout io.Writer, curlArgs []string) (string, error) {
+	args := append([]string{"-sS", "--max-time", "120", "--output", output, "-w", statsFormat}, curlArgs...)
 	args = append(args, curlURL(path))
 	cmd := b.Cmd(b.Client(), "curl", args...)
-	h := sha256.New()
 	var stderr bytes.Buffer
-	cw := &countWriter{w: h}
-	cmd.Stdout, cmd.Stderr = cw, &stderr
-	runErr := cmd.Run()
-	tr := &Transfer{SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: cw.n}
-	return tr, tr.finish(runErr, stderr.String(), "GET "+path)
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
+	err := cmd.Run()
+	return stderr.String(), err
 }
 
 // finish fills the statistics in and turns curl's and HTTP's failures into an error.
@@ -112,9 +132,6 @@ func (tr *Transfer) finish(runErr error, stderr, what string) error {
 	tr.Stderr = msgs
 	tr.HTTPCode, tr.NumConnects = st.HTTPCode, st.NumConnects
 	tr.TimeTotal, tr.TimeStartTransfer = seconds(st.TimeTotal), seconds(st.TimeStartTransfer)
-	if tr.Bytes == 0 {
-		tr.Bytes = st.SizeDownload // the body went elsewhere than to the harness
-	}
 	switch {
 	case runErr != nil:
 		return fmt.Errorf("curl %s: %v: %s", what, runErr, msgs)
