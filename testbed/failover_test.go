@@ -40,7 +40,13 @@ const (
 // upFailover builds a bed for failover tests. Missing tools fail the test.
 func upFailover(t *testing.T) *Bed {
 	t.Helper()
-	b := Up(t, Options{})
+	return upFailoverWith(t, Options{})
+}
+
+// upFailoverWith is upFailover for a bed built with opts.
+func upFailoverWith(t *testing.T, opts Options) *Bed {
+	t.Helper()
+	b := Up(t, opts)
 	RequireTool(t, "tcpdump")
 	if !b.Nginx {
 		t.Fatal("nginx is not installed: apt-get install -y nginx-light (CI installs it)")
@@ -150,22 +156,36 @@ var failsName = map[Server]string{Pri: "primary fails", Bak: "backup fails"}
 func TestFailover(t *testing.T) {
 	for _, fault := range Faults {
 		t.Run(fault.String(), func(t *testing.T) {
-			bed := upFailover(t)
-			for _, failed := range []Server{Pri, Bak} {
-				for _, pos := range positions {
-					t.Run(failsName[failed]+"/"+pos.name, func(t *testing.T) {
-						b := bed.For(t)
-						gw := b.StartGateway(failoverArgs...)
-						t.Cleanup(func() {
-							if t.Failed() {
-								t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
-							}
-						})
-						survive(t, b, fault, failed, pos)
-					})
-				}
-			}
+			eachPosition(t, upFailover(t), fault, failoverArgs, nil)
 		})
+	}
+}
+
+// eachPosition runs survive for every position, the primary failing and
+// then the backup, each case with a gateway of its own started with args;
+// check, if set, looks at the gateway's status after each case.
+func eachPosition(t *testing.T, bed *Bed, fault Fault, args []string, check func(t *testing.T, pos position, st map[string]any)) {
+	for _, failed := range []Server{Pri, Bak} {
+		for _, pos := range positions {
+			t.Run(failsName[failed]+"/"+pos.name, func(t *testing.T) {
+				b := bed.For(t)
+				gw := b.StartGateway(args...)
+				t.Cleanup(func() {
+					if t.Failed() {
+						t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
+					}
+				})
+				survive(t, b, fault, failed, pos)
+				if check == nil {
+					return
+				}
+				st, err := b.Status()
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(t, pos, st)
+			})
+		}
 	}
 }
 
@@ -174,37 +194,17 @@ func TestFailover(t *testing.T) {
 // survives a host loss of the primary and of the backup: the transfers
 // check the bytes, and a super-frame rewritten wrongly would break them.
 func TestFailoverOffloads(t *testing.T) {
-	bed := Up(t, Options{Offloads: true})
-	RequireTool(t, "tcpdump")
-	if !bed.Nginx {
-		t.Fatal("nginx is not installed: apt-get install -y nginx-light (CI installs it)")
-	}
-	for _, failed := range []Server{Pri, Bak} {
-		for _, pos := range positions {
-			t.Run(failsName[failed]+"/"+pos.name, func(t *testing.T) {
-				b := bed.For(t)
-				gw := b.StartGateway(append([]string{"--keep-offloads"}, failoverArgs...)...)
-				t.Cleanup(func() {
-					if t.Failed() {
-						t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
-					}
-				})
-				survive(t, b, HostLoss, failed, pos)
-				st, err := b.Status()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if kept, _ := st["offloads_kept"].(bool); !kept {
-					t.Errorf("status offloads_kept = %v, want true", st["offloads_kept"])
-				}
-				// Bulk in either direction comes as super-frames.
-				loop, _ := st["loop"].(map[string]any)
-				if sf, _ := loop["super_frames"].(float64); (pos.name == "upload" || pos.name == "download") && sf == 0 {
-					t.Errorf("no super-frame passed in the %s (status loop %v)", pos.name, loop)
-				}
-			})
+	bed := upFailoverWith(t, Options{Offloads: true})
+	eachPosition(t, bed, HostLoss, append([]string{"--keep-offloads"}, failoverArgs...), func(t *testing.T, pos position, st map[string]any) {
+		if kept, _ := st["offloads_kept"].(bool); !kept {
+			t.Errorf("status offloads_kept = %v, want true", st["offloads_kept"])
 		}
-	}
+		// Bulk in either direction comes as super-frames.
+		loop, _ := st["loop"].(map[string]any)
+		if sf, _ := loop["super_frames"].(float64); (pos.name == "upload" || pos.name == "download") && sf == 0 {
+			t.Errorf("no super-frame passed in the %s (status loop %v)", pos.name, loop)
+		}
+	})
 }
 
 // survive runs one client transfer through a failure of server failed at
