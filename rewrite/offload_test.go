@@ -38,6 +38,7 @@ func TestKeepOffloads(t *testing.T) {
 		{"super-frame trimmed to two segments", big, true, true, 1448, 1448 + 9, true, 1448},
 		{"super-frame trimmed to one segment", big, true, true, 1448, 1000, true, 0},
 		{"full-checksum super-frame goes partial", big, false, true, 1448, -1, true, 1448},
+		{"full-checksum super-frame trimmed goes partial", big, false, true, 1448, 1448 + 9, true, 1448},
 		{"full-checksum frame stays full", big[:100], false, true, 0, -1, false, 0},
 		{"partial frame without KeepOffloads is completed", big[:1448], true, false, 0, -1, false, 0},
 		{"empty partial ACK", nil, true, true, 0, -1, true, 0},

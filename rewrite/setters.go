@@ -136,8 +136,9 @@ func (p *Packet) TrimPayload(n int) {
 	p.adjustIP(old, total)
 	p.frame = p.frame[:end]
 	// The pseudo-header length changes and the dropped bytes leave the sum;
-	// trimming is rare, so recompute rather than subtract them.
-	if !p.csumPartial {
+	// trimming is rare, so recompute rather than subtract them, unless
+	// Finish will leave the checksum partial.
+	if !p.csumPartial && !p.leftPartial() {
 		p.fullTCPChecksum()
 	}
 }
@@ -149,7 +150,7 @@ func (p *Packet) TrimPayload(n int) {
 // completion, or a segmentation, needs. Call once after all setters, before
 // transmit.
 func (p *Packet) Finish() {
-	if p.keepOffload && (p.csumPartial || p.gsoSize > 0) {
+	if p.leftPartial() {
 		binary.BigEndian.PutUint16(p.frame[int(p.tcp)+tcpCsum:], uint16(p.pseudoSum()))
 		p.csumPartial = true
 		return
@@ -158,6 +159,11 @@ func (p *Packet) Finish() {
 		p.fullTCPChecksum()
 		p.csumPartial = false
 	}
+}
+
+// leftPartial reports whether Finish leaves the TCP checksum partial.
+func (p *Packet) leftPartial() bool {
+	return p.keepOffload && (p.csumPartial || p.gsoSize > 0)
 }
 
 // VerifyChecksums reports whether both the IPv4 header checksum and the TCP
