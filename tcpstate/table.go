@@ -899,7 +899,7 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 		}
 	}
 	pure := p.PayloadLen() == 0 && flags&(rewrite.SYN|rewrite.FIN|rewrite.RST) == 0
-	if pure && news && ack == f.ackSent && !f.reSent.LessThan(re) {
+	if pure && news && ack == f.ackSent && !f.reSent.LessThan(f.shownEdge(ack, re)) {
 		// The live leg moved but gating hides it: forwarding would show the
 		// client a duplicate ACK it could take for loss.
 		t.count(AcksSuppressed)
@@ -942,7 +942,15 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 // noteSent records the ack and right edge the client was last shown.
 func (f *Flow) noteSent(ack, re rewrite.Seq) {
 	f.ackSent = ack
-	f.reSent = ack.Add(uint32(f.window(ack, re)) << f.clientWS)
+	f.reSent = f.shownEdge(ack, re)
+}
+
+// shownEdge is the right edge the client reads from ack and the window
+// field for re: re rounded down to whole units of the window scale. Compared
+// with re itself, a right edge that is not a whole number of units past the
+// ack (the ack of one leg, the edge of the other) would always look new.
+func (f *Flow) shownEdge(ack, re rewrite.Seq) rewrite.Seq {
+	return ack.Add(uint32(f.window(ack, re)) << f.clientWS)
 }
 
 // finDisagree settles a live leg's FIN that the shadow does not match. If
@@ -1101,7 +1109,7 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 		}
 	}
 	ack, re := f.gated()
-	if (dup || f.ackSent.LessThan(ack) || f.reSent.LessThan(re)) && out.room(1) {
+	if (dup || f.ackSent.LessThan(ack) || f.reSent.LessThan(f.shownEdge(ack, re))) && out.room(1) {
 		t.segToClient(f, f.nxtSent, rewrite.ACK, nil, out)
 	}
 }

@@ -614,6 +614,44 @@ func TestDataGating(t *testing.T) {
 	}
 }
 
+// TestNoAckWithoutNews: when the gated ack and right edge come from
+// different legs, the right edge is rarely a whole number of the client's
+// window units past the ack, and the window field shows it rounded down. A
+// shadow segment that changes nothing must not make the gateway say the
+// same ACK again: repeated, identical ACKs are duplicates to the client's
+// TCP, which counts them as a sign of loss.
+func TestNoAckWithoutNews(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+			// The backup's window grows: its right edge 1+130<<9 = 66561.
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 130, bTS0+2, cTS0+2), nil)
+			// The primary's: ack 101, right edge 101+509<<7 = 65253. Gated:
+			// the backup's ack 1 and the primary's edge, 65252 bytes apart,
+			// 509.8 units of 128.
+			reply := bytes.Repeat([]byte("x"), 1000)
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 509, pTS0+5, cTS0+2), reply)
+			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 || out[0].tcp.Window != 509 {
+				t.Fatalf("primary reply: %d frames, want one to the client with ack %d window 509", len(out), b.cISN+1)
+			}
+			for k, n := range []rewrite.Seq{0, 600} {
+				out = b.feed(false, b.fromServer(backupIP, b.bISN+1+n, b.cISN+1, rewrite.ACK|rewrite.PSH, 130, bTS0+3, cTS0+2), reply[n:n+400])
+				if len(out) != 0 {
+					t.Fatalf("backup segment %d, which changes nothing the client is shown: %d frames out (ack %d window %d)",
+						k, len(out), out[0].tcp.Ack, out[0].tcp.Window)
+				}
+			}
+			// News: the backup acknowledges the request.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+401, b.cISN+101, rewrite.ACK|rewrite.PSH, 130, bTS0+4, cTS0+2), reply[400:600])
+			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+101 || len(out[0].payload) != 0 {
+				t.Fatalf("backup's ack of the request: %d frames, want one pure ACK of %d to the client", len(out), b.cISN+101)
+			}
+		})
+	}
+}
+
 // TestShadowAcksCoalesced: a shadow that lags the client has each segment
 // acknowledgeable on arrival; the gateway says so once per batch, at its
 // end, and not at all when a forwarded client ACK said it first.
