@@ -76,6 +76,7 @@ type leg struct {
 	rightEdge rewrite.Seq // ack + scaled window, client space
 	sndNxt    rewrite.Seq // highest seq+len it sent, own space
 	acked     rewrite.Seq // highest ack it was sent, own space
+	wndSent   uint16      // window field of the last ACK it was sent
 
 	fin    bool
 	finSeq rewrite.Seq // own space

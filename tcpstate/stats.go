@@ -5,42 +5,43 @@ package tcpstate
 type Counter uint8
 
 const (
-	ClientSegments   Counter = iota // segments received from clients
-	ServerSegments                  // segments received from servers
-	ToClient                        // frames emitted toward clients
-	ToPrimary                       // frames emitted toward the primary server
-	ToBackup                        // frames emitted toward the backup server
-	BackupAbsorbed                  // backup segments consumed by gating, not forwarded
-	SynthesizedACKs                 // pure ACKs the gateway built itself
-	AcksClamped                     // client acks lowered to what the backup has sent
-	AcksSuppressed                  // primary pure ACKs held back by gating
-	FlowsCreated                    // new flows from client SYNs
-	FlowsExpired                    // flows removed by a timeout
-	FlowsUnprotected                // flows that lost their backup leg
-	PrimaryRSTs                     // primary resets seen (failure signal)
-	BackupRSTs                      // backup resets seen
-	SynAckTimeouts                  // backup SYN-ACK missing after the bound
-	OptionMismatches                // servers disagreed on an option the gateway cannot reconcile
-	FinMismatches                   // servers sent FIN at different stream offsets
-	Takeovers                       // flows whose live leg switched to the other server
-	FlowsReset                      // flows reset because no leg could carry them on
-	Divergences                     // flows reset at takeover because the replies differed
-	Substitutions                   // reply differences the streams recovered from (a Date header)
-	BlocksCompared                  // reply blocks compared between the legs
-	BlocksDiffered                  // reply blocks that differed
-	PrematureFins                   // live leg closed while the shadow had more to send
-	Fenced                          // RSTs sent to a failed server for flows it lost
-	ReplayedBytes                   // buffered bytes sent to clients after a takeover
-	ReplayOverflows                 // flows whose replay buffer hit its bound
-	AckLags                         // live leg left client data unacknowledged that the shadow acknowledged
-	UnknownResets                   // resets sent for segments of connections the gateway does not know
-	HalfOpenEvicted                 // oldest half-open flows removed to make room for a new SYN at the cap
-	UnknownProbes                   // ACKs that make the client of an unknown connection say where its reset must land
-	AcksHeld                        // client pure ACKs held for the client's next segment to carry (holdAck)
-	SynRetries                      // client SYNs sent to the backup again for a missing SYN-ACK
-	DrainCutoffs                    // lagging shadows reset after a client's reset because they stopped catching up
-	LeadLimits                      // segments to the live server whose window the lead bound narrowed
-	LeadGraces                      // steps past the lead bound given because the backup was quiet
+	ClientSegments    Counter = iota // segments received from clients
+	ServerSegments                   // segments received from servers
+	ToClient                         // frames emitted toward clients
+	ToPrimary                        // frames emitted toward the primary server
+	ToBackup                         // frames emitted toward the backup server
+	BackupAbsorbed                   // backup segments consumed by gating, not forwarded
+	SynthesizedACKs                  // pure ACKs the gateway built itself
+	AcksClamped                      // client acks lowered to what the backup has sent
+	AcksSuppressed                   // primary pure ACKs held back by gating
+	FlowsCreated                     // new flows from client SYNs
+	FlowsExpired                     // flows removed by a timeout
+	FlowsUnprotected                 // flows that lost their backup leg
+	PrimaryRSTs                      // primary resets seen (failure signal)
+	BackupRSTs                       // backup resets seen
+	SynAckTimeouts                   // backup SYN-ACK missing after the bound
+	OptionMismatches                 // servers disagreed on an option the gateway cannot reconcile
+	FinMismatches                    // servers sent FIN at different stream offsets
+	Takeovers                        // flows whose live leg switched to the other server
+	FlowsReset                       // flows reset because no leg could carry them on
+	Divergences                      // flows reset at takeover because the replies differed
+	Substitutions                    // reply differences the streams recovered from (a Date header)
+	BlocksCompared                   // reply blocks compared between the legs
+	BlocksDiffered                   // reply blocks that differed
+	PrematureFins                    // live leg closed while the shadow had more to send
+	Fenced                           // RSTs sent to a failed server for flows it lost
+	ReplayedBytes                    // buffered bytes sent to clients after a takeover
+	ReplayOverflows                  // flows whose replay buffer hit its bound
+	AckLags                          // live leg left client data unacknowledged that the shadow acknowledged
+	UnknownResets                    // resets sent for segments of connections the gateway does not know
+	HalfOpenEvicted                  // oldest half-open flows removed to make room for a new SYN at the cap
+	UnknownProbes                    // ACKs that make the client of an unknown connection say where its reset must land
+	AcksHeld                         // client pure ACKs held for the client's next segment to carry (holdAck)
+	SynRetries                       // client SYNs sent to the backup again for a missing SYN-ACK
+	DrainCutoffs                     // lagging shadows reset after a client's reset because they stopped catching up
+	LeadLimits                       // segments to the live server whose window the lead bound narrowed
+	LeadGraces                       // steps past the lead bound given because the backup was quiet
+	AcksRepeatSkipped                // client ACKs not sent to a lagging leg: clamped, they repeated what it was told
 	NumCounters
 )
 
@@ -52,7 +53,7 @@ var counterNames = [NumCounters]string{
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
-	"lead_limits", "lead_graces",
+	"lead_limits", "lead_graces", "acks_repeat_skipped",
 }
 
 func (c Counter) String() string { return counterNames[c] }

@@ -450,9 +450,21 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 		a := f.toLeg(i, q.Ack())
 		// Never acknowledge what the leg has not sent: Linux drops such a
 		// segment whole. The missing part is acknowledged when it appears.
-		if l.sndNxt.LessThan(a) {
+		clamped := l.sndNxt.LessThan(a)
+		if clamped {
 			a = l.sndNxt
 			t.count(AcksClamped)
+		}
+		w := t.windowTo(f, i, a)
+		if clamped && a == l.acked && w == l.wndSent && flags == rewrite.ACK &&
+			q.PayloadLen() == 0 && q.NumSACK() == 0 {
+			// Clamped to what the leg was told already, it says nothing
+			// new: a repeat the gateway made up (one per client ACK while
+			// the leg's frames wait behind them), which a sender without
+			// SACK counts towards a fast retransmit. The client's own
+			// repeats are never clamped, and go.
+			t.count(AcksRepeatSkipped)
+			return
 		}
 		if a != q.Ack() {
 			q.SetAck(a)
@@ -460,9 +472,10 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 		if l.acked.LessThan(a) {
 			l.acked = a
 		}
-		if w := t.windowTo(f, i, a); w != q.Window() {
+		if w != q.Window() {
 			q.SetWindow(w)
 		}
+		l.wndSent = w
 	}
 	if val, ecr, ok := q.Timestamps(); ok && flags&rewrite.ACK != 0 && l.synAck {
 		e := ecr + l.tsOff
@@ -1273,6 +1286,7 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 		Seq: seq, Ack: a, Flags: flags, Window: t.windowTo(f, i, a), WScale: -1,
 		HasTS: l.opt.hasTS && f.cli.opt.hasTS, TSval: f.cli.tsLast, TSecr: l.tsLast,
 	}
+	l.wndSent = s.Window
 	b := out.buf()
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(ServerSide, b[:n])

@@ -652,6 +652,73 @@ func TestNoAckWithoutNews(t *testing.T) {
 	}
 }
 
+// TestClampedAckNotRepeated: client ACKs that a lagging leg gets clamped
+// to what it sent say nothing new once it was told that: they are not sent
+// again (a sender without SACK counts repeats towards a fast retransmit).
+// A change of window, and the client's own repeated ACK, still go.
+func TestClampedAckNotRepeated(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET"))
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
+			data := bytes.Repeat([]byte("x"), 1000)
+			for k := rewrite.Seq(0); k < 4; k++ {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), data)
+			}
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+2, cTS0+2), data)
+			ack := func(a rewrite.Seq, win uint16) (p, bk *seg) {
+				t.Helper()
+				s := b.fromClient(b.cISN+4, a, rewrite.ACK, cTS0+3, pTS0+2)
+				s.Window = win
+				for _, o := range b.feed(true, s, nil) {
+					switch {
+					case o.side != ServerSide:
+						t.Fatalf("client ACK made a frame to the client")
+					case [4]byte(o.ip.DstIP.To4()) == primaryIP:
+						p = &o
+					default:
+						bk = &o
+					}
+				}
+				if p == nil {
+					t.Fatalf("client ACK of %d not forwarded to the primary", a-b.pISN)
+				}
+				return p, bk
+			}
+			// The client has 2000 bytes, the backup sent 1000: clamped.
+			if _, bk := ack(b.pISN+2001, 1000); bk == nil || rewrite.Seq(bk.tcp.Ack) != b.bISN+1001 {
+				t.Fatalf("first clamped ACK: backup got %v, want ack %d", bk, b.bISN+1001)
+			}
+			// More of the primary's bytes acknowledged: the backup would get
+			// the same ack and window again.
+			for _, a := range []rewrite.Seq{3001, 4001} {
+				if _, bk := ack(b.pISN+a, 1000); bk != nil {
+					t.Fatalf("ACK of %d: the backup was told ack %d window %d again", a, bk.tcp.Ack-uint32(b.bISN), bk.tcp.Window)
+				}
+			}
+			// The client's window changes: news for the backup.
+			if _, bk := ack(b.pISN+4001, 900); bk == nil || rewrite.Seq(bk.tcp.Ack) != b.bISN+1001 || bk.tcp.Window != 900 {
+				t.Fatalf("window update: backup got %v, want ack %d window 900", bk, b.bISN+1001)
+			}
+			// The backup catches up; the client's own repeat of its ACK
+			// (unclamped) reaches both servers.
+			for k := rewrite.Seq(1); k < 4; k++ {
+				b.feed(false, b.fromServer(backupIP, b.bISN+1+k*1000, b.cISN+4, rewrite.ACK, 125, bTS0+3, cTS0+2), data)
+			}
+			for range 2 {
+				if _, bk := ack(b.pISN+4001, 900); bk == nil || rewrite.Seq(bk.tcp.Ack) != b.bISN+4001 {
+					t.Fatalf("client's repeated ACK: backup got %v, want ack %d", bk, b.bISN+4001)
+				}
+			}
+			if n := b.tab.Stats.Counters[AcksRepeatSkipped]; n != 2 {
+				t.Fatalf("acks_repeat_skipped %d, want 2", n)
+			}
+		})
+	}
+}
+
 // TestShadowAcksCoalesced: a shadow that lags the client has each segment
 // acknowledgeable on arrival; the gateway says so once per batch, at its
 // end, and not at all when a forwarded client ACK said it first.
