@@ -1448,13 +1448,15 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 }
 
 // serverRSTInWindow applies RFC 5961 to a server's reset: its sequence number
-// must lie between what the client has acknowledged and what the client's
-// window would accept, or within what the leg has sent.
+// must lie between what the gateway may acknowledge of the leg and what the
+// client's window would accept after it, or within what the leg has sent. A
+// leg behind the client is acknowledged only up to its own last byte, where
+// its reset lands.
 func (t *Table) serverRSTInWindow(f *Flow, i uint8, s rewrite.Seq) bool {
 	l := &f.legs[i]
 	next := l.isn.Add(1)
 	if f.cli.hasAck {
-		next = f.toLeg(i, f.cli.ack)
+		next = f.ackable(i)
 	}
 	win := uint32(f.cli.win) << f.cliShift()
 	if win < 1 {

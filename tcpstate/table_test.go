@@ -1088,6 +1088,43 @@ func TestResets(t *testing.T) {
 	}
 }
 
+// TestServerResetWindow: a server's reset counts when it lies within what
+// the gateway acknowledged of the leg and the window after it. A backup
+// behind the client resets at its own last byte (Linux closing a socket
+// with requests unread, or answering for a socket gone): that must count,
+// or the leg would go on gating the client's acks with no server behind it.
+func TestServerResetWindow(t *testing.T) {
+	cases := []struct {
+		name   string
+		seq    func(b *bed) rewrite.Seq
+		counts bool
+	}{
+		{"lagging backup at its last byte", func(b *bed) rewrite.Seq { return b.bISN + 1 }, true},
+		{"blind, far off", func(b *bed) rewrite.Seq { return b.bISN + 1 + 1<<30 }, false},
+	}
+	for _, tc := range cases {
+		for _, is := range isns {
+			t.Run(tc.name+"/"+is.name, func(t *testing.T) {
+				b := newBed(t, is.cISN, is.pISN, is.bISN)
+				b.handshake()
+				b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+				b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+101, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+2), bytes.Repeat([]byte("x"), 1000))
+				b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+1), nil)
+				// The backup has sent none of its reply; the client has all
+				// of the primary's.
+				b.feed(false, b.fromServer(backupIP, tc.seq(b), 0, rewrite.RST, 0, 0, 0), nil)
+				st := &b.tab.Stats
+				counted := st.Counters[BackupRSTs] == 1 && b.flow().Protection() == Unprotected
+				if counted != tc.counts || (st.Drops[DropOffWindowRST] == 0) != tc.counts {
+					t.Fatalf("backup_rsts %d, off-window drops %d, protection %v; want the reset counted: %v",
+						st.Counters[BackupRSTs], st.Drops[DropOffWindowRST], b.flow().Protection(), tc.counts)
+				}
+			})
+		}
+	}
+}
+
 // TestLateServerSegmentsAfterClientReset: the client resets while the backup
 // lags its reply. The primary gets the reset at once; the backup's waits
 // until it has sent the reply the primary sent, its data acknowledged by the
