@@ -898,6 +898,7 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 	l := &f.legs[f.live]
 	flags := p.Flags()
 	ack, re := f.gated()
+	finHeld := false
 	if flags&rewrite.FIN != 0 && !f.finSent && f.protectedPair() {
 		if t.finDisagree(f) {
 			if !l.up {
@@ -909,12 +910,15 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 		} else if !f.legs[other(f.live)].fin {
 			flags &^= rewrite.FIN
 			p.SetFlags(flags)
+			finHeld = true
 		}
 	}
 	pure := p.PayloadLen() == 0 && flags&(rewrite.SYN|rewrite.FIN|rewrite.RST) == 0
-	if pure && news && ack == f.ackSent && !f.reSent.LessThan(f.shownEdge(ack, re)) {
-		// The live leg moved but gating hides it: forwarding would show the
-		// client a duplicate ACK it could take for loss.
+	if pure && (news || finHeld) && ack == f.ackSent && !f.reSent.LessThan(f.shownEdge(ack, re)) {
+		// The live leg moved, or sent a FIN held back, but gating hides it:
+		// forwarding would show the client a duplicate ACK it could take
+		// for loss. (A live leg's own repeat, no news, is its loss signal
+		// and goes.)
 		t.count(AcksSuppressed)
 		return
 	}

@@ -1047,6 +1047,40 @@ func TestFinAgreement(t *testing.T) {
 	}
 }
 
+// TestHeldFinSaysNothingTwice: while the backup has not closed, the
+// primary's FIN reaches the client without its FIN flag. A FIN that comes
+// alone, or again, is then a pure ACK; unless gating lets it show something
+// new, it would be the same ACK again, a duplicate to the client.
+func TestHeldFinSaysNothingTwice(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+			// The backup has not acknowledged the request: the client is
+			// shown ack 1. The primary's reply comes with its FIN.
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH|rewrite.FIN, 500, pTS0+1, cTS0+2), bytes.Repeat([]byte("x"), 1000))
+			if len(out) != 1 || out[0].tcp.FIN || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 || len(out[0].payload) != 1000 {
+				t.Fatalf("reply with FIN: %d frames, want the reply without its FIN", len(out))
+			}
+			b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+1), nil)
+			for k := uint32(1); k <= 3; k++ {
+				out = b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+101, rewrite.ACK|rewrite.FIN, 500, pTS0+50*k, cTS0+3), nil)
+				for _, o := range out {
+					if o.side == ClientSide {
+						t.Fatalf("FIN retransmission %d reached the client as %s ack %d, an ACK it had", k, o.flags(), o.tcp.Ack)
+					}
+				}
+			}
+			// The backup acknowledges the request: news, sent once.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+101, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
+			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+101 || out[0].tcp.FIN {
+				t.Fatalf("backup's ack of the request: %d frames, want one ACK of %d to the client", len(out), b.cISN+101)
+			}
+		})
+	}
+}
+
 func TestFinMismatchUnprotects(t *testing.T) {
 	b := newBed(t, 1, 2, 3)
 	b.handshake()
