@@ -849,7 +849,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.toClient(f, p, news, out)
 		t.watchLead(f)
 	default:
-		t.absorb(f, i, p, prevAck, out)
+		t.absorb(f, i, p, prevAck, prevRE, out)
 	}
 	t.checkClosed(now, f)
 }
@@ -1052,7 +1052,7 @@ func (l *leg) holds(left, right rewrite.Seq) (rewrite.Seq, bool) {
 // every segment acknowledgeable on arrival, and one ACK per batch instead of
 // one per segment cuts the frames the gateway sends in a download by a
 // third (its ACKs to the shadow fell from 619k to 130k for 556k segments).
-func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq, out *Output) {
+func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck, prevRE rewrite.Seq, out *Output) {
 	t.count(BackupAbsorbed)
 	l := &f.legs[i]
 	if f.cli.hasAck {
@@ -1075,8 +1075,10 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck rewrite.Seq,
 	}
 	t.deliverHeldFin(f, i, out)
 	t.checkAckLag(f)
+	// A duplicate ACK (RFC 5681: no data, same ack, same window) while the
+	// leg is behind the live one: a client segment lost on its way.
 	dup := p.PayloadLen() == 0 && p.Flags()&(rewrite.FIN|rewrite.SYN) == 0 &&
-		prevAck == l.ack && l.ack.LessThan(f.legs[f.live].ack)
+		prevAck == l.ack && prevRE == l.rightEdge && l.ack.LessThan(f.legs[f.live].ack)
 	t.release(f, dup, out)
 }
 

@@ -719,6 +719,40 @@ func TestClampedAckNotRepeated(t *testing.T) {
 	}
 }
 
+// TestBackupDuplicateAck: a backup's duplicate ACK while it is behind the
+// primary (a client segment lost on the way to it) reaches the client as
+// one, so the client sends it again; a window update is not a duplicate
+// (RFC 5681: same ack, same window) and shows the client nothing new.
+func TestBackupDuplicateAck(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+2), bytes.Repeat([]byte("x"), 1000))
+			if len(out) != 1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
+				t.Fatalf("primary's reply: %d frames, want one with ack %d", len(out), b.cISN+1)
+			}
+			// The backup's window grows past the primary's (1+128<<9 against
+			// 1+65160), its ack still short of the request: the client is
+			// shown the primary's edge now.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 128, bTS0+1, cTS0+2), nil)
+			if len(out) != 1 || out[0].tcp.Window != 65160>>7 {
+				t.Fatalf("backup's window update: %d frames, want one showing window %d", len(out), 65160>>7)
+			}
+			// It grows again: nothing the client is shown changes.
+			if out := b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 130, bTS0+2, cTS0+2), nil); len(out) != 0 {
+				t.Fatalf("backup's second window update: %d frames to the client (ack %d window %d), want none", len(out), out[0].tcp.Ack, out[0].tcp.Window)
+			}
+			// The same again: a duplicate, the backup's loss signal.
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 130, bTS0+3, cTS0+2), nil)
+			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 || len(out[0].payload) != 0 {
+				t.Fatalf("backup's duplicate ACK: %d frames, want one ACK of %d to the client", len(out), b.cISN+1)
+			}
+		})
+	}
+}
+
 // TestShadowAcksCoalesced: a shadow that lags the client has each segment
 // acknowledgeable on arrival; the gateway says so once per batch, at its
 // end, and not at all when a forwarded client ACK said it first.
