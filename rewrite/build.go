@@ -19,6 +19,9 @@ type Spec struct {
 	TSval, TSecr     uint32
 	TTL              uint8  // 0 means 64
 	Payload          []byte // copied after the headers (replayed data)
+	// SACK blocks, as many as the option space left holds (three beside
+	// timestamps, four without); the rest are left out.
+	SACK [][2]Seq
 }
 
 // BuildMin is the buffer size Build needs: the largest headers it may write.
@@ -60,6 +63,15 @@ func Build(buf []byte, s *Spec, p *Packet) int {
 	if s.WScale >= 0 {
 		buf[o], buf[o+1], buf[o+2], buf[o+3] = optNOP, optWS, optWSLen, byte(s.WScale)
 		o += 4
+	}
+	if n := min(len(s.SACK), (tcp+tcpMaxLen-o-4)/8); n > 0 {
+		buf[o], buf[o+1], buf[o+2], buf[o+3] = optNOP, optNOP, optSACK, byte(2+8*n)
+		o += 4
+		for _, b := range s.SACK[:n] {
+			binary.BigEndian.PutUint32(buf[o:], uint32(b[0]))
+			binary.BigEndian.PutUint32(buf[o+4:], uint32(b[1]))
+			o += 8
+		}
 	}
 	hdr := o
 	n := hdr + copy(buf[hdr:], s.Payload)

@@ -79,6 +79,7 @@ const (
 	ipDst       = ipOff + 16
 
 	tcpMinLen  = 20
+	tcpMaxLen  = 60 // data offset 15 words: 40 bytes of options
 	tcpSrcPort = 0
 	tcpDstPort = 2
 	tcpSeq     = 4

@@ -561,6 +561,16 @@ func TestBuild(t *testing.T) {
 			SrcMAC: mac1, DstMAC: mac2, Src: vip, Dst: backupIP, SrcPort: 40000, DstPort: 80,
 			Seq: 0x10, Ack: 0xFFFFFFF0, Flags: ACK, Window: 502, WScale: -1, HasTS: true, TSval: 9, TSecr: 0xFFFFFFFF, TTL: 5,
 		}, []byte{1, 1, 8, 10, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff}},
+		{"ack with ts and three sack blocks", Spec{
+			Src: vip, Dst: clientIP, SrcPort: 80, DstPort: 40000, Seq: 7, Ack: 0xFFFFFFF0, Flags: ACK, Window: 500,
+			WScale: -1, HasTS: true, TSval: 1, TSecr: 2,
+			SACK: [][2]Seq{{0xFFFFFFF8, 8}, {100, 200}, {300, 400}, {500, 600}}, // the fourth has no room
+		}, []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 5, 26,
+			0xff, 0xff, 0xff, 0xf8, 0, 0, 0, 8, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 1, 0x2c, 0, 0, 1, 0x90}},
+		{"ack with four sack blocks", Spec{
+			Src: vip, Dst: clientIP, SrcPort: 80, DstPort: 40000, Ack: 1, Flags: ACK, WScale: -1,
+			SACK: [][2]Seq{{2, 3}, {4, 5}, {6, 7}, {8, 9}},
+		}, []byte{1, 1, 5, 34, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0, 9}},
 		{"rst without options", Spec{
 			Src: vip, Dst: primaryIP, SrcPort: 40000, DstPort: 80, Seq: 0xFFFFFFFF, Flags: RST, WScale: -1,
 		}, nil},
@@ -620,6 +630,18 @@ func TestBuild(t *testing.T) {
 			}
 			if v, e, ok := p.Timestamps(); ok != s.HasTS || v != s.TSval || e != s.TSecr {
 				t.Errorf("view TS %d %d %v", v, e, ok)
+			}
+			wantSACK := min(len(s.SACK), MaxSACK)
+			if s.HasTS {
+				wantSACK = min(len(s.SACK), 3)
+			}
+			if p.NumSACK() != wantSACK {
+				t.Errorf("view: %d SACK blocks, want %d", p.NumSACK(), wantSACK)
+			}
+			for j := 0; j < p.NumSACK(); j++ {
+				if l, r := p.SACKBlock(j); l != s.SACK[j][0] || r != s.SACK[j][1] {
+					t.Errorf("view SACK block %d: %d-%d, want %d-%d", j, l, r, s.SACK[j][0], s.SACK[j][1])
+				}
 			}
 			// The built view is usable for further rewrites.
 			p.SetAck(p.Ack().Add(1))
