@@ -241,7 +241,7 @@ func (t *Table) runKick(f *Flow, out *Output) bool {
 		if !out.room(1) {
 			return false
 		}
-		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, out)
+		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, nil, out)
 		f.kicks &^= kickClientRST
 	}
 	if f.kicks&kickSynAck != 0 {
@@ -296,7 +296,7 @@ func (t *Table) replayToClient(f *Flow, out *Output) bool {
 		if !out.room(1) {
 			return false
 		}
-		if !t.segToClient(f, vis.at(f.replayNext), rewrite.ACK|rewrite.PSH, data, out) {
+		if !t.segToClient(f, vis.at(f.replayNext), rewrite.ACK|rewrite.PSH, data, nil, out) {
 			return true // never skip bytes: the leg's own retransmission covers them
 		}
 		f.replayNext += uint32(len(data))

@@ -120,8 +120,9 @@ type Table struct {
 	active, standby int
 	aloneWhy        string // why new flows are unprotected when standby < 0
 
-	waiting []*Flow // flows whose SYN-ACK waits on the backup, in due order
-	held    []*Flow // flows owing their legs a held client ACK, in due order
+	waiting []*Flow                         // flows whose SYN-ACK waits on the backup, in due order
+	sackBuf [rewrite.MaxSACK][2]rewrite.Seq // shadowSACK's blocks, no allocation
+	held    []*Flow                         // flows owing their legs a held client ACK, in due order
 	// leadQueue holds flows whose shadow held the live leg back, in due
 	// order (pauseLeads).
 	leadQueue []*Flow
@@ -280,7 +281,7 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	case f.state == StateClosed && f.resetByGateway && flags&rewrite.ACK != 0 && out.room(1):
 		// The client did not take our reset (Linux wants it at exactly
 		// rcv_nxt and answers others with a challenge ACK): this one is.
-		t.segToClient(f, p.Ack(), rewrite.RST, nil, out)
+		t.segToClient(f, p.Ack(), rewrite.RST, nil, nil, out)
 		return
 	case !f.synAckSent || f.state == StateClosed:
 		t.drop(DropNotReady)
@@ -1120,7 +1121,7 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 		if !f.protectedPair() || o.fin {
 			// Only a FIN the client has every byte before may be released.
 			if f.nxtSent == f.fromLeg(f.live, l.finSeq) && out.room(1) {
-				t.segToClient(f, f.nxtSent, rewrite.ACK|rewrite.FIN, nil, out)
+				t.segToClient(f, f.nxtSent, rewrite.ACK|rewrite.FIN, nil, nil, out)
 				f.finSent = true
 				f.nxtSent = f.nxtSent.Add(1)
 				return
@@ -1129,19 +1130,45 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 	}
 	ack, re := f.gated()
 	if (dup || f.ackSent.LessThan(ack) || f.reSent.LessThan(f.shownEdge(ack, re))) && out.room(1) {
-		t.segToClient(f, f.nxtSent, rewrite.ACK, nil, out)
+		var sack [][2]rewrite.Seq
+		if dup {
+			sack = t.shadowSACK(f)
+		}
+		t.segToClient(f, f.nxtSent, rewrite.ACK, nil, sack, out)
 	}
 }
 
+// shadowSACK returns the blocks of the client's bytes that the shadow's
+// latest SACK reports and the live leg holds too: what both servers have
+// beyond the hole the shadow's duplicate ACK reports. A Linux client with
+// SACK ignores a duplicate ACK that SACKs nothing; with the blocks it
+// resends the hole at once, not after its retransmission timeout. Nil
+// unless the client and both servers use SACK.
+func (t *Table) shadowSACK(f *Flow) [][2]rewrite.Seq {
+	live, sh := &f.legs[f.live], &f.legs[other(f.live)]
+	if !f.cli.opt.sackOK || !live.opt.sackOK || !sh.opt.sackOK {
+		return nil
+	}
+	n := 0
+	for k := 0; k < sh.nsack; k++ {
+		left := sh.sack[k][0]
+		if right, ok := live.holds(left, sh.sack[k][1]); ok && left.LessThan(right) {
+			t.sackBuf[n] = [2]rewrite.Seq{left, right}
+			n++
+		}
+	}
+	return t.sackBuf[:n]
+}
+
 // segToClient builds a segment of the live leg's stream for the client,
-// carrying payload (replayed bytes) or none.
-func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byte, out *Output) bool {
+// carrying payload (replayed bytes) or none, and SACK blocks if given.
+func (t *Table) segToClient(f *Flow, seq rewrite.Seq, flags uint8, payload []byte, sack [][2]rewrite.Seq, out *Output) bool {
 	l := &f.legs[f.live]
 	ack, re := f.gated()
 	s := rewrite.Spec{
 		Src: f.key.VIP, Dst: f.key.Client, SrcPort: f.key.VPort, DstPort: f.key.CPort,
 		Seq: seq, Ack: ack, Flags: flags, Window: f.window(ack, re), WScale: -1,
-		HasTS: l.opt.hasTS && f.cli.opt.hasTS, Payload: payload,
+		HasTS: l.opt.hasTS && f.cli.opt.hasTS, Payload: payload, SACK: sack,
 	}
 	if s.HasTS {
 		s.TSval, s.TSecr = f.clientTS(l, l.tsLast), f.cli.tsLast
@@ -1444,7 +1471,7 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	}
 	if live := &f.legs[f.live]; live.rst && out.room(1) {
 		// Both servers reset the connection: so may the client's.
-		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, out)
+		t.segToClient(f, f.clientRcvNxt(), rewrite.RST|rewrite.ACK, nil, nil, out)
 		t.note(f, EventReset, "both_servers_rst", l.server)
 		t.setState(f, StateClosed, now)
 		return

@@ -749,6 +749,21 @@ func TestBackupDuplicateAck(t *testing.T) {
 			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 || len(out[0].payload) != 0 {
 				t.Fatalf("backup's duplicate ACK: %d frames, want one ACK of %d to the client", len(out), b.cISN+1)
 			}
+			if blocks := sackBlocks(out[0]); len(blocks) != 0 {
+				t.Fatalf("duplicate ACK without SACK passed on with blocks %v", blocks)
+			}
+			// With SACK, as Linux sends it: the blocks both servers hold go
+			// along (a Linux client with SACK ignores a duplicate ACK that
+			// SACKs nothing); the part past the primary's ack does not.
+			dup := b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 130, bTS0+4, cTS0+2)
+			dup.SACK = [][2]rewrite.Seq{{b.cISN + 51, b.cISN + 101}, {b.cISN + 121, b.cISN + 131}}
+			out = b.feed(false, dup, nil)
+			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
+				t.Fatalf("backup's duplicate ACK with SACK: %d frames, want one ACK of %d to the client", len(out), b.cISN+1)
+			}
+			if blocks := sackBlocks(out[0]); len(blocks) != 1 || blocks[0] != [2]uint32{uint32(b.cISN + 51), uint32(b.cISN + 101)} {
+				t.Fatalf("duplicate ACK's SACK blocks %v, want the one both servers hold, %d-%d", blocks, b.cISN+51, b.cISN+101)
+			}
 		})
 	}
 }
@@ -993,7 +1008,7 @@ func (b *bed) feedSACK(s rewrite.Spec, blocks [][2]rewrite.Seq) []seg {
 }
 
 // sackFrame builds a pure ACK carrying SACK blocks (and timestamps when s
-// has them) with gopacket: rewrite.Build makes no SACK blocks.
+// has them) with gopacket, apart from rewrite.Build.
 func sackFrame(t testing.TB, s *rewrite.Spec, blocks [][2]rewrite.Seq) []byte {
 	t.Helper()
 	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
