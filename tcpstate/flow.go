@@ -77,6 +77,10 @@ type leg struct {
 	sndNxt    rewrite.Seq // highest seq+len it sent, own space
 	acked     rewrite.Seq // highest ack it was sent, own space
 	wndSent   uint16      // window field of the last ACK it was sent
+	// resent: it sent a segment below what it was acknowledged (a
+	// retransmission, a probe) since it was last sent an ACK: that ACK may
+	// be lost, and the next one goes even if it says the same.
+	resent bool
 
 	fin    bool
 	finSeq rewrite.Seq // own space

@@ -457,26 +457,27 @@ func (t *Table) toServer(f *Flow, i uint8, q *rewrite.Packet, out *Output) {
 			t.count(AcksClamped)
 		}
 		w := t.windowTo(f, i, a)
-		if clamped && a == l.acked && w == l.wndSent && flags == rewrite.ACK &&
+		if clamped && a == l.acked && w == l.wndSent && !l.resent && flags == rewrite.ACK &&
 			q.PayloadLen() == 0 && q.NumSACK() == 0 {
 			// Clamped to what the leg was told already, it says nothing
 			// new: a repeat the gateway made up (one per client ACK while
 			// the leg's frames wait behind them), which a sender without
 			// SACK counts towards a fast retransmit. The client's own
-			// repeats are never clamped, and go.
+			// repeats are never clamped, and go; so does this one once the
+			// leg resent something, as the ACK it had may be lost.
 			t.count(AcksRepeatSkipped)
 			return
 		}
 		if a != q.Ack() {
 			q.SetAck(a)
 		}
-		if l.acked.LessThan(a) {
-			l.acked = a
-		}
 		if w != q.Window() {
 			q.SetWindow(w)
 		}
-		l.wndSent = w
+		if !a.LessThan(l.acked) {
+			// An older ack the leg ignores, window and all.
+			l.acked, l.wndSent, l.resent = a, w, false
+		}
 	}
 	if val, ecr, ok := q.Timestamps(); ok && flags&rewrite.ACK != 0 && l.synAck {
 		e := ecr + l.tsOff
@@ -801,6 +802,9 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		return
 	}
 	prevAck, prevRE := l.ack, l.rightEdge
+	if p.Seq().LessThan(l.acked) {
+		l.resent = true
+	}
 	if val, ecr, ok := p.Timestamps(); ok {
 		if !rewrite.TSLess(val, l.tsLast) {
 			l.tsLast = val
@@ -1076,10 +1080,11 @@ func (t *Table) absorb(f *Flow, i uint8, p *rewrite.Packet, prevAck, prevRE rewr
 	}
 	t.deliverHeldFin(f, i, out)
 	t.checkAckLag(f)
-	// A duplicate ACK (RFC 5681: no data, same ack, same window) while the
-	// leg is behind the live one: a client segment lost on its way.
+	// A duplicate ACK (RFC 5681: no data, same ack, same window; with SACK,
+	// whose receiver widens its window on out-of-order data, any window)
+	// while the leg is behind the live one: a client segment lost on its way.
 	dup := p.PayloadLen() == 0 && p.Flags()&(rewrite.FIN|rewrite.SYN) == 0 &&
-		prevAck == l.ack && prevRE == l.rightEdge && l.ack.LessThan(f.legs[f.live].ack)
+		prevAck == l.ack && (prevRE == l.rightEdge || p.NumSACK() > 0) && l.ack.LessThan(f.legs[f.live].ack)
 	t.release(f, dup, out)
 }
 
@@ -1149,9 +1154,16 @@ func (t *Table) shadowSACK(f *Flow) [][2]rewrite.Seq {
 	if !f.cli.opt.sackOK || !live.opt.sackOK || !sh.opt.sackOK {
 		return nil
 	}
+	ack, _ := f.gated()
 	n := 0
 	for k := 0; k < sh.nsack; k++ {
+		// A block below the ack the client is sent would be a D-SACK: it
+		// tells the client a retransmission was needless, of bytes the
+		// primary may have needed it for.
 		left := sh.sack[k][0]
+		if left.LessThan(ack) {
+			continue
+		}
 		if right, ok := live.holds(left, sh.sack[k][1]); ok && left.LessThan(right) {
 			t.sackBuf[n] = [2]rewrite.Seq{left, right}
 			n++
@@ -1319,7 +1331,7 @@ func (t *Table) segToServer(f *Flow, i uint8, seq, a rewrite.Seq, flags uint8, o
 		Seq: seq, Ack: a, Flags: flags, Window: t.windowTo(f, i, a), WScale: -1,
 		HasTS: l.opt.hasTS && f.cli.opt.hasTS, TSval: f.cli.tsLast, TSecr: l.tsLast,
 	}
-	l.wndSent = s.Window
+	l.wndSent, l.resent = s.Window, false
 	b := out.buf()
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(ServerSide, b[:n])

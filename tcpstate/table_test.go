@@ -764,6 +764,74 @@ func TestBackupDuplicateAck(t *testing.T) {
 			if blocks := sackBlocks(out[0]); len(blocks) != 1 || blocks[0] != [2]uint32{uint32(b.cISN + 51), uint32(b.cISN + 101)} {
 				t.Fatalf("duplicate ACK's SACK blocks %v, want the one both servers hold, %d-%d", blocks, b.cISN+51, b.cISN+101)
 			}
+			// A Linux receiver with SACK widens its window on out-of-order
+			// data: a loss report with SACK is one whatever its window.
+			dup = b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 131, bTS0+5, cTS0+2)
+			dup.SACK = [][2]rewrite.Seq{{b.cISN + 41, b.cISN + 101}}
+			out = b.feed(false, dup, nil)
+			if len(out) != 1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 || len(sackBlocks(out[0])) != 1 {
+				t.Fatalf("backup's SACK with a wider window: %d frames, want one ACK of %d with its block", len(out), b.cISN+1)
+			}
+			// The backup acknowledges 51, then reports a duplicate below it
+			// (D-SACK) and a block across the primary's ack: the client gets
+			// neither the block below its ack nor the part the primary lacks.
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+51, rewrite.ACK, 131, bTS0+6, cTS0+2), nil)
+			dup = b.fromServer(backupIP, b.bISN+1, b.cISN+51, rewrite.ACK, 131, bTS0+7, cTS0+2)
+			dup.SACK = [][2]rewrite.Seq{{b.cISN + 1, b.cISN + 51}, {b.cISN + 91, b.cISN + 111}}
+			out = b.feed(false, dup, nil)
+			if len(out) != 1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+51 {
+				t.Fatalf("backup's D-SACK: %d frames, want one ACK of %d", len(out), b.cISN+51)
+			}
+			if blocks := sackBlocks(out[0]); len(blocks) != 1 || blocks[0] != [2]uint32{uint32(b.cISN + 91), uint32(b.cISN + 101)} {
+				t.Fatalf("SACK blocks %v, want only %d-%d", blocks, b.cISN+91, b.cISN+101)
+			}
+		})
+	}
+}
+
+// TestClampedAckAfterRetransmission: after a takeover the new live leg is
+// behind the client. The gateway's clamped ACK of its data may be lost; when
+// the leg sends those bytes again, the client's answer, clamped to the same
+// ack and window, must reach it, or it would resend until it gave up.
+func TestClampedAckAfterRetransmission(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			reply := make([]byte, 5000)
+			for i := range reply {
+				reply[i] = byte(i * 7)
+			}
+			b := midReply(t, tc, reply, 1000)
+			for off := 1000; off < 3000; off += 1000 {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+2), reply[off:off+1000])
+			}
+			b.feed(true, b.fromClient(b.cISN+19, b.pISN+3001, rewrite.ACK, cTS0+3, pTS0+11), nil)
+			b.tab.ServerDown(b.now, 0, "probe")
+			b.tick(0)
+			// The backup, live now, sends bytes 1000-2000, which the client has.
+			b.feed(false, b.fromServer(backupIP, b.bISN+1001, b.cISN+19, rewrite.ACK, 125, bTS0+5, cTS0+3), reply[1000:2000])
+			toBackup := func(k uint32) []seg {
+				var r []seg
+				for _, o := range b.feed(true, b.fromClient(b.cISN+19, b.pISN+3001, rewrite.ACK, cTS0+3+k, pTS0+11), nil) {
+					if o.side == ServerSide && [4]byte(o.ip.DstIP.To4()) == backupIP {
+						r = append(r, o)
+					}
+				}
+				return r
+			}
+			if got := toBackup(1); len(got) != 1 || rewrite.Seq(got[0].tcp.Ack) != b.bISN+2001 {
+				t.Fatalf("client's ACK: %d frames to the backup, want one ACK of %d", len(got), b.bISN+2001)
+			}
+			// Said again with nothing new from the backup: skipped.
+			if got := toBackup(2); len(got) != 0 {
+				t.Fatalf("client's repeated ACK clamped to the same: %d frames to the backup, want none", len(got))
+			}
+			// That ACK was lost: the backup resends, each time answered.
+			for k := uint32(3); k < 6; k++ {
+				b.feed(false, b.fromServer(backupIP, b.bISN+1001, b.cISN+19, rewrite.ACK, 125, bTS0+5+k, cTS0+3), reply[1000:2000])
+				if got := toBackup(k); len(got) != 1 || rewrite.Seq(got[0].tcp.Ack) != b.bISN+2001 {
+					t.Fatalf("after the backup's retransmission %d: %d frames to it, want one ACK of %d", k-2, len(got), b.bISN+2001)
+				}
+			}
 		})
 	}
 }
