@@ -643,10 +643,23 @@ func TestNoAckWithoutNews(t *testing.T) {
 						k, len(out), out[0].tcp.Ack, out[0].tcp.Window)
 				}
 			}
-			// News: the backup acknowledges the request.
-			out = b.feed(false, b.fromServer(backupIP, b.bISN+401, b.cISN+101, rewrite.ACK|rewrite.PSH, 130, bTS0+4, cTS0+2), reply[400:600])
-			if len(out) != 1 || out[0].side != ClientSide || rewrite.Seq(out[0].tcp.Ack) != b.cISN+101 || len(out[0].payload) != 0 {
-				t.Fatalf("backup's ack of the request: %d frames, want one pure ACK of %d to the client", len(out), b.cISN+101)
+			// The client sends 100 more bytes; the primary's pure ACK of them
+			// moves its ack but nothing the client is shown (its right edge
+			// never shrinks): gating hides it.
+			b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK|rewrite.PSH, cTS0+3, pTS0+5), bytes.Repeat([]byte("s"), 100))
+			if out = b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+201, rewrite.ACK, 508, pTS0+6, cTS0+3), nil); len(out) != 0 {
+				t.Fatalf("primary's pure ACK hidden by gating: %d frames out (ack %d window %d)", len(out), out[0].tcp.Ack, out[0].tcp.Window)
+			}
+			// News: the backup acknowledges the request (and the gateway
+			// the backup's bytes the client has now acknowledged).
+			var toClient []seg
+			for _, o := range b.feed(false, b.fromServer(backupIP, b.bISN+401, b.cISN+101, rewrite.ACK|rewrite.PSH, 130, bTS0+4, cTS0+2), reply[400:600]) {
+				if o.side == ClientSide {
+					toClient = append(toClient, o)
+				}
+			}
+			if len(toClient) != 1 || rewrite.Seq(toClient[0].tcp.Ack) != b.cISN+101 || len(toClient[0].payload) != 0 {
+				t.Fatalf("backup's ack of the request: %d frames to the client, want one pure ACK of %d", len(toClient), b.cISN+101)
 			}
 		})
 	}
