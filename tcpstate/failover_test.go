@@ -8,6 +8,15 @@ import (
 	"understudy/rewrite"
 )
 
+// replyBytes is a reply of n bytes, not all alike.
+func replyBytes(n int) []byte {
+	r := make([]byte, n)
+	for i := range r {
+		r[i] = byte(i * 7)
+	}
+	return r
+}
+
 // midReply runs a handshake and a request, then the primary sends the
 // first 1000 bytes of reply (which the client receives and acknowledges) and
 // the backup sends the first sent bytes of the same reply.
@@ -39,10 +48,7 @@ func midReply(t *testing.T, tc struct {
 func TestTakeoverMidReply(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			reply := make([]byte, 4000)
-			for i := range reply {
-				reply[i] = byte(i * 7)
-			}
+			reply := replyBytes(4000)
 			b := midReply(t, tc, reply, 3000)
 			b.now += 30e6
 			rec := b.tab.ServerDown(b.now, 0, "probe")

@@ -614,6 +614,18 @@ func TestDataGating(t *testing.T) {
 	}
 }
 
+// withRequest runs a handshake and a request of n bytes to both servers.
+func withRequest(t *testing.T, tc struct {
+	name             string
+	cISN, pISN, bISN rewrite.Seq
+}, n int) *bed {
+	t.Helper()
+	b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+	b.handshake()
+	b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), n))
+	return b
+}
+
 // TestNoAckWithoutNews: when the gated ack and right edge come from
 // different legs, the right edge is rarely a whole number of the client's
 // window units past the ack, and the window field shows it rounded down. A
@@ -623,9 +635,7 @@ func TestDataGating(t *testing.T) {
 func TestNoAckWithoutNews(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
-			b.handshake()
-			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+			b := withRequest(t, tc, 100)
 			// The backup's window grows: its right edge 1+130<<9 = 66561.
 			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 130, bTS0+2, cTS0+2), nil)
 			// The primary's: ack 101, right edge 101+509<<7 = 65253. Gated:
@@ -665,6 +675,25 @@ func TestNoAckWithoutNews(t *testing.T) {
 	}
 }
 
+// primaryAhead runs a handshake and a 3-byte request, which the backup
+// acknowledges, and the primary then sends n segments of the 1000 bytes it
+// returns; the backup sends nothing yet.
+func primaryAhead(t *testing.T, tc struct {
+	name             string
+	cISN, pISN, bISN rewrite.Seq
+}, n int) (*bed, []byte) {
+	t.Helper()
+	b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+	b.handshake()
+	b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET"))
+	b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
+	data := bytes.Repeat([]byte("x"), 1000)
+	for k := rewrite.Seq(0); k < rewrite.Seq(n); k++ {
+		b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), data)
+	}
+	return b, data
+}
+
 // TestClampedAckNotRepeated: client ACKs that a lagging leg gets clamped
 // to what it sent say nothing new once it was told that: they are not sent
 // again (a sender without SACK counts repeats towards a fast retransmit).
@@ -672,14 +701,7 @@ func TestNoAckWithoutNews(t *testing.T) {
 func TestClampedAckNotRepeated(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
-			b.handshake()
-			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET"))
-			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
-			data := bytes.Repeat([]byte("x"), 1000)
-			for k := rewrite.Seq(0); k < 4; k++ {
-				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), data)
-			}
+			b, data := primaryAhead(t, tc, 4)
 			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+2, cTS0+2), data)
 			ack := func(a rewrite.Seq, win uint16) (p, bk *seg) {
 				t.Helper()
@@ -739,9 +761,7 @@ func TestClampedAckNotRepeated(t *testing.T) {
 func TestBackupDuplicateAck(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
-			b.handshake()
-			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+			b := withRequest(t, tc, 100)
 			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+2), bytes.Repeat([]byte("x"), 1000))
 			if len(out) != 1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
 				t.Fatalf("primary's reply: %d frames, want one with ack %d", len(out), b.cISN+1)
@@ -809,10 +829,7 @@ func TestBackupDuplicateAck(t *testing.T) {
 func TestClampedAckAfterRetransmission(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			reply := make([]byte, 5000)
-			for i := range reply {
-				reply[i] = byte(i * 7)
-			}
+			reply := replyBytes(5000)
 			b := midReply(t, tc, reply, 1000)
 			for off := 1000; off < 3000; off += 1000 {
 				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+2), reply[off:off+1000])
@@ -855,14 +872,7 @@ func TestClampedAckAfterRetransmission(t *testing.T) {
 func TestShadowAcksCoalesced(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
-			b.handshake()
-			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET"))
-			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+4, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
-			seg := bytes.Repeat([]byte("x"), 1000)
-			for k := rewrite.Seq(0); k < 6; k++ {
-				b.feed(false, b.fromServer(primaryIP, b.pISN+1+k*1000, b.cISN+4, rewrite.ACK, 500, pTS0+2, cTS0+2), seg)
-			}
+			b, seg := primaryAhead(t, tc, 6)
 			// The client has all 6000 bytes before the backup sent one.
 			b.feed(true, b.fromClient(b.cISN+4, b.pISN+6001, rewrite.ACK, cTS0+3, pTS0+2), nil)
 			for k := rewrite.Seq(0); k < 4; k++ {
@@ -1184,9 +1194,7 @@ func TestFinAgreement(t *testing.T) {
 func TestHeldFinSaysNothingTwice(t *testing.T) {
 	for _, tc := range isns {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
-			b.handshake()
-			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+			b := withRequest(t, tc, 100)
 			// The backup has not acknowledged the request: the client is
 			// shown ack 1. The primary's reply comes with its FIN.
 			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH|rewrite.FIN, 500, pTS0+1, cTS0+2), bytes.Repeat([]byte("x"), 1000))
@@ -1269,9 +1277,7 @@ func TestServerResetWindow(t *testing.T) {
 	for _, tc := range cases {
 		for _, is := range isns {
 			t.Run(tc.name+"/"+is.name, func(t *testing.T) {
-				b := newBed(t, is.cISN, is.pISN, is.bISN)
-				b.handshake()
-				b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), bytes.Repeat([]byte("r"), 100))
+				b := withRequest(t, is, 100)
 				b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+101, rewrite.ACK, 125, bTS0+1, cTS0+2), nil)
 				b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+2), bytes.Repeat([]byte("x"), 1000))
 				b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+1), nil)
