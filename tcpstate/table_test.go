@@ -818,6 +818,12 @@ func TestBackupDuplicateAck(t *testing.T) {
 			if blocks := sackBlocks(out[0]); len(blocks) != 1 || blocks[0] != [2]uint32{uint32(b.cISN + 91), uint32(b.cISN + 101)} {
 				t.Fatalf("SACK blocks %v, want only %d-%d", blocks, b.cISN+91, b.cISN+101)
 			}
+			// A client that did not offer SACK gets none.
+			b.flow().cli.opt.sackOK = false
+			out = b.feed(false, dup, nil)
+			if len(out) != 1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+51 || len(sackBlocks(out[0])) != 0 {
+				t.Fatalf("duplicate ACK to a client without SACK: %d frames, want one ACK of %d without blocks", len(out), b.cISN+51)
+			}
 		})
 	}
 }
