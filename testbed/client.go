@@ -98,7 +98,8 @@ func (b *Bed) Download(path string, curlArgs ...string) (*Transfer, error) {
 	cw := &countWriter{w: h}
 	stderr, runErr := b.get(path, "-", cw, curlArgs)
 	tr := &Transfer{SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: cw.n}
-	return tr, tr.finish(runErr, stderr, "GET "+path)
+	_, err := tr.finish(runErr, stderr, "GET "+path)
+	return tr, err
 }
 
 // DownloadDiscard is Download with the body left in the client (curl writes
@@ -107,10 +108,8 @@ func (b *Bed) Download(path string, curlArgs ...string) (*Transfer, error) {
 func (b *Bed) DownloadDiscard(path string, curlArgs ...string) (*Transfer, error) {
 	stderr, runErr := b.get(path, "/dev/null", nil, curlArgs)
 	tr := &Transfer{}
-	err := tr.finish(runErr, stderr, "GET "+path)
-	if st, _, perr := parseCurlStats(stderr); perr == nil {
-		tr.Bytes = st.SizeDownload
-	}
+	st, err := tr.finish(runErr, stderr, "GET "+path)
+	tr.Bytes = st.SizeDownload
 	return tr, err
 }
 
@@ -126,21 +125,26 @@ func (b *Bed) get(path, output string, stdout io.Writer, curlArgs []string) (str
 	return stderr.String(), err
 }
 
-// finish fills the statistics in and turns curl's and HTTP's failures into an error.
-func (tr *Transfer) finish(runErr error, stderr, what string) error {
+// finish fills the statistics in, turns curl's and HTTP's failures into an
+// error, and returns curl's statistics (zero if it printed none) for the
+// caller's own.
+func (tr *Transfer) finish(runErr error, stderr, what string) (curlStats, error) {
 	st, msgs, perr := parseCurlStats(stderr)
 	tr.Stderr = msgs
 	tr.HTTPCode, tr.NumConnects = st.HTTPCode, st.NumConnects
 	tr.TimeTotal, tr.TimeStartTransfer = seconds(st.TimeTotal), seconds(st.TimeStartTransfer)
+	if perr != nil {
+		st = curlStats{}
+	}
 	switch {
 	case runErr != nil:
-		return fmt.Errorf("curl %s: %v: %s", what, runErr, msgs)
+		return st, fmt.Errorf("curl %s: %v: %s", what, runErr, msgs)
 	case perr != nil:
-		return fmt.Errorf("curl %s: %v", what, perr)
+		return st, fmt.Errorf("curl %s: %v", what, perr)
 	case st.HTTPCode < 200 || st.HTTPCode > 299:
-		return fmt.Errorf("curl %s: HTTP status %d", what, st.HTTPCode)
+		return st, fmt.Errorf("curl %s: HTTP status %d", what, st.HTTPCode)
 	}
-	return nil
+	return st, nil
 }
 
 type countWriter struct {
@@ -217,10 +221,8 @@ func (b *Bed) Upload(path string, size int64, curlArgs ...string) (*Transfer, er
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
 	tr := &Transfer{SHA256: sum}
-	err = tr.finish(runErr, stderr.String(), "POST "+path)
-	if st, _, perr := parseCurlStats(stderr.String()); perr == nil {
-		tr.Bytes = st.SizeUpload
-	}
+	st, err := tr.finish(runErr, stderr.String(), "POST "+path)
+	tr.Bytes = st.SizeUpload
 	var reply BodyReply
 	if jerr := json.Unmarshal(stdout.Bytes(), &reply); jerr == nil {
 		tr.Reply = &reply

@@ -81,10 +81,8 @@ func (b *Bed) Transfer(req TransferRequest, curlArgs ...string) (*Receipt, *Tran
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
 	tr := &Transfer{SHA256: sha256Hex(body)}
-	err = tr.finish(runErr, stderr.String(), "POST /transfer")
-	if st, _, perr := parseCurlStats(stderr.String()); perr == nil {
-		tr.Bytes = st.SizeUpload
-	}
+	st, err := tr.finish(runErr, stderr.String(), "POST /transfer")
+	tr.Bytes = st.SizeUpload
 	if err != nil {
 		return nil, tr, fmt.Errorf("%w (reply %q)", err, truncate(stdout.String(), 200))
 	}
