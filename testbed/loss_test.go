@@ -3,7 +3,6 @@ package testbed
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -200,7 +199,7 @@ func TestBackupLossRecoveredBySACK(t *testing.T) {
 	rule := []string{"INPUT", "-p", "tcp", "-s", ClientIP, "--dport", "80", "-m", "statistic", "--mode", "random", "--probability", "0.01", "-j", "DROP"}
 	b.MustRun(b.Backup(), "iptables", append([]string{"-I"}, rule...)...)
 	defer b.Run(b.Backup(), "iptables", append([]string{"-D"}, rule...)...)
-	before := tcpExt(t, b, b.Client())
+	before := b.Nstat(b.Client())
 	tr, err := b.Upload("/upload", uploadSize, "--max-time", "60")
 	if err != nil {
 		t.Fatal(err)
@@ -208,53 +207,16 @@ func TestBackupLossRecoveredBySACK(t *testing.T) {
 	if tr.Reply == nil || tr.Reply.Bytes != uploadSize || tr.Reply.SHA256 != tr.SHA256 {
 		t.Fatalf("upload: sent %d bytes sha256 %s, reply %+v", tr.Bytes, tr.SHA256, tr.Reply)
 	}
-	after := tcpExt(t, b, b.Client())
-	out, err := b.Output(b.Backup(), "iptables", "-nvxL", "INPUT")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lost int64
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 2 && f[2] == "DROP" {
-			lost, _ = strconv.ParseInt(f[0], 10, 64)
-		}
-	}
-	timeouts := after["TCPTimeouts"] - before["TCPTimeouts"]
-	recoveries := after["TCPSackRecovery"] - before["TCPSackRecovery"]
+	after := b.Nstat(b.Client())
+	lost := b.LossDropped(b.Backup())
+	timeouts := after["TcpExtTCPTimeouts"] - before["TcpExtTCPTimeouts"]
+	recoveries := after["TcpExtTCPSackRecovery"] - before["TcpExtTCPSackRecovery"]
 	t.Logf("%d bytes in %v; %d client segments lost to the backup; the client's retransmission timeouts %d, SACK recoveries %d",
 		tr.Bytes, tr.TimeTotal.Round(time.Millisecond), lost, timeouts, recoveries)
 	if lost < 10 {
 		t.Fatalf("the loss rule dropped %d segments, too few to tell", lost)
 	}
-	if recoveries == 0 || timeouts*3 > lost {
+	if recoveries == 0 || int64(timeouts)*3 > lost {
 		t.Errorf("%d timeouts and %d SACK recoveries for %d losses: want the losses recovered by SACK, not by timeouts", timeouts, recoveries, lost)
 	}
-}
-
-// tcpExt reads namespace ns's TcpExt counters (/proc/net/netstat).
-func tcpExt(t *testing.T, b *Bed, ns string) map[string]int64 {
-	t.Helper()
-	out, err := b.Output(ns, "cat", "/proc/net/netstat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	m := map[string]int64{}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "TcpExt:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i := 1; i < len(f) && i < len(names); i++ {
-			m[names[i]], _ = strconv.ParseInt(f[i], 10, 64)
-		}
-	}
-	if len(m) == 0 {
-		t.Fatalf("no TcpExt counters in %s's /proc/net/netstat", ns)
-	}
-	return m
 }

@@ -326,8 +326,9 @@ func (b *Bed) Loss(ns string, probability float64) {
 	}
 }
 
-// LossDropped is how many packets the rules of Loss have dropped in
-// namespace ns so far (0 when none are in place).
+// LossDropped is how many packets random-loss rules (Loss's, or a test's
+// own iptables statistic rule) have dropped in namespace ns so far (0 when
+// none are in place).
 func (b *Bed) LossDropped(ns string) int64 {
 	b.t.Helper()
 	var n int64
