@@ -120,12 +120,13 @@ type Table struct {
 	active, standby int
 	aloneWhy        string // why new flows are unprotected when standby < 0
 
-	waiting []*Flow                         // flows whose SYN-ACK waits on the backup, in due order
-	sackBuf [rewrite.MaxSACK][2]rewrite.Seq // shadowSACK's blocks, no allocation
-	held    []*Flow                         // flows owing their legs a held client ACK, in due order
+	waiting []*Flow // flows whose SYN-ACK waits on the backup, in due order
+	held    []*Flow // flows owing their legs a held client ACK, in due order
 	// leadQueue holds flows whose shadow held the live leg back, in due
 	// order (pauseLeads).
 	leadQueue []*Flow
+	// sackBuf holds shadowSACK's blocks: no allocation per segment.
+	sackBuf [rewrite.MaxSACK][2]rewrite.Seq
 	// synQueue holds flows in the order their SYNs came, from synHead on;
 	// entries that left the handshake are skipped, and swept every second.
 	synQueue  []*Flow
@@ -919,7 +920,7 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 		}
 	}
 	pure := p.PayloadLen() == 0 && flags&(rewrite.SYN|rewrite.FIN|rewrite.RST) == 0
-	if pure && (news || finHeld) && ack == f.ackSent && !f.reSent.LessThan(f.shownEdge(ack, re)) {
+	if pure && (news || finHeld) && ack == f.ackSent && !f.showsNew(ack, re) {
 		// The live leg moved, or sent a FIN held back, but gating hides it:
 		// forwarding would show the client a duplicate ACK it could take
 		// for loss. (A live leg's own repeat, no news, is its loss signal
@@ -973,6 +974,12 @@ func (f *Flow) noteSent(ack, re rewrite.Seq) {
 // ack (the ack of one leg, the edge of the other) would always look new.
 func (f *Flow) shownEdge(ack, re rewrite.Seq) rewrite.Seq {
 	return ack.Add(uint32(f.window(ack, re)) << f.clientWS)
+}
+
+// showsNew reports whether an ACK of ack with the window for re would show
+// the client more than it was last shown: a higher ack or right edge.
+func (f *Flow) showsNew(ack, re rewrite.Seq) bool {
+	return f.ackSent.LessThan(ack) || f.reSent.LessThan(f.shownEdge(ack, re))
 }
 
 // finDisagree settles a live leg's FIN that the shadow does not match. If
@@ -1134,7 +1141,7 @@ func (t *Table) release(f *Flow, dup bool, out *Output) {
 		}
 	}
 	ack, re := f.gated()
-	if (dup || f.ackSent.LessThan(ack) || f.reSent.LessThan(f.shownEdge(ack, re))) && out.room(1) {
+	if (dup || f.showsNew(ack, re)) && out.room(1) {
 		var sack [][2]rewrite.Seq
 		if dup {
 			sack = t.shadowSACK(f)
