@@ -37,11 +37,12 @@ const (
 	HalfOpenEvicted                  // oldest half-open flows removed to make room for a new SYN at the cap
 	UnknownProbes                    // ACKs that make the client of an unknown connection say where its reset must land
 	AcksHeld                         // client pure ACKs held for the client's next segment to carry (holdAck)
-	SynRetries                       // client SYNs sent to the backup again for a missing SYN-ACK
+	SynRetries                       // client SYNs sent to a server again: a SYN-ACK missing, or an older connection reset
 	DrainCutoffs                     // lagging shadows reset after a client's reset because they stopped catching up
 	LeadLimits                       // segments to the live server whose window the lead bound narrowed
 	LeadGraces                       // steps past the lead bound given because the backup was quiet
 	AcksRepeatSkipped                // client ACKs not sent to a lagging leg: clamped, they repeated what it was told
+	StaleConnsReset                  // a server's older connection on a new flow's 4-tuple reset, so its SYN is answered
 	NumCounters
 )
 
@@ -53,7 +54,7 @@ var counterNames = [NumCounters]string{
 	"takeovers", "flows_reset", "divergences", "substitutions", "blocks_compared",
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
-	"lead_limits", "lead_graces", "acks_repeat_skipped",
+	"lead_limits", "lead_graces", "acks_repeat_skipped", "stale_conns_reset",
 }
 
 func (c Counter) String() string { return counterNames[c] }

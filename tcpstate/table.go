@@ -792,6 +792,10 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.synAck(now, f, i, p, out)
 		return
 	case !l.synAck:
+		if flags&rewrite.ACK != 0 && out.room(2) {
+			t.staleConnection(f, i, p, out)
+			return
+		}
 		t.drop(DropNotReady)
 		return
 	}
@@ -1364,6 +1368,29 @@ func (t *Table) synToServer(f *Flow, i uint8, out *Output) {
 	out.emit(ServerSide, b[:n])
 	t.count(SynRetries)
 	t.countToServer(f.legs[i].server)
+}
+
+// staleConnection answers a server that met the client's SYN with an ACK
+// rather than a SYN-ACK: it still holds an older connection on the flow's
+// 4-tuple, one whose end it never learned (its host was cut off while the
+// gateway fenced it, or the gateway restarted), and the client reuses the
+// port. The client's kernel would answer that ACK with a reset at its ack
+// number (RFC 9293 §3.10.7.3), which frees the port on the server, and the
+// next SYN is answered; but the ACK never reaches the client, so without this
+// every retried SYN meets the old connection until the client gives up. The
+// gateway sends the reset and the SYN again at once.
+func (t *Table) staleConnection(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
+	l := &f.legs[i]
+	s := rewrite.Spec{
+		Src: f.key.Client, Dst: t.cfg.Servers[l.server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
+		Seq: p.Ack(), Flags: rewrite.RST, WScale: -1,
+	}
+	b := out.buf()
+	n := rewrite.Build(b, &s, &out.pkt)
+	out.emit(ServerSide, b[:n])
+	t.countToServer(l.server)
+	t.count(StaleConnsReset)
+	t.synToServer(f, i, out)
 }
 
 // resetUnknown answers a segment of a connection the gateway does not know

@@ -456,6 +456,69 @@ func TestSynRetryKeepsProtection(t *testing.T) {
 	}
 }
 
+// TestStaleServerConnection: a server that still holds an older connection
+// on the 4-tuple answers the client's SYN with an ACK of that connection.
+// The gateway resets the old connection at that ACK's number, as the
+// client's kernel would, and sends the SYN again at once; the handshake then
+// completes with both servers, whichever of them held it.
+func TestStaleServerConnection(t *testing.T) {
+	const oldSeq, oldAck = rewrite.Seq(0x5000), rewrite.Seq(0x9000)
+	for _, tc := range []struct {
+		name  string
+		stale [][4]byte // servers answering the SYN with an old connection's ACK, in order
+	}{
+		{"primary", [][4]byte{primaryIP}},
+		{"backup", [][4]byte{backupIP}},
+		{"both", [][4]byte{backupIP, primaryIP}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 10, 20, 30)
+			syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)
+			syn.MSS, syn.WScale, syn.SACKPermitted, syn.Window = 1460, 7, true, 64240
+			b.feed(true, syn, nil)
+			for _, ip := range tc.stale {
+				out := b.feed(false, b.fromServer(ip, oldSeq, oldAck, rewrite.ACK, 500, 99, 98), nil)
+				if len(out) != 2 {
+					t.Fatalf("old connection's ACK from %v: %d frames, want a reset and the SYN: %+v", ip, len(out), out)
+				}
+				rst, again := out[0], out[1]
+				if rst.side != ServerSide || [4]byte(rst.ip.DstIP.To4()) != ip || rst.flags() != "R" ||
+					rewrite.Seq(rst.tcp.Seq) != oldAck || [4]byte(rst.ip.SrcIP.To4()) != clientIP ||
+					uint16(rst.tcp.SrcPort) != cport || uint16(rst.tcp.DstPort) != vport {
+					t.Fatalf("reset: %s to %v seq %d from %v:%d, want R to %v seq %d from the client",
+						rst.flags(), rst.ip.DstIP, rst.tcp.Seq, rst.ip.SrcIP, rst.tcp.SrcPort, ip, oldAck)
+				}
+				if again.side != ServerSide || [4]byte(again.ip.DstIP.To4()) != ip || again.flags() != "S" ||
+					rewrite.Seq(again.tcp.Seq) != b.cISN || again.tcp.Window != 64240 {
+					t.Fatalf("after the reset: %s to %v seq %d win %d, want the client's SYN", again.flags(),
+						again.ip.DstIP, again.tcp.Seq, again.tcp.Window)
+				}
+				if w, ok := again.opt(layers.TCPOptionKindWindowScale); !ok || w[0] != 7 {
+					t.Fatalf("SYN sent again with window scale %v", w)
+				}
+			}
+			psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
+			psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
+			if out := b.feed(false, psa, nil); len(out) != 0 {
+				t.Fatalf("primary SYN-ACK: %d frames before the backup's", len(out))
+			}
+			bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+			bsa.MSS, bsa.WScale, bsa.SACKPermitted = 1400, 7, true
+			out := b.feed(false, bsa, nil)
+			if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "SA" || rewrite.Seq(out[0].tcp.Seq) != b.pISN {
+				t.Fatalf("after both SYN-ACKs: %d frames %+v, want the client's SYN-ACK", len(out), out)
+			}
+			if f := b.flow(); f.Protection() != Protected {
+				t.Fatalf("flow unprotected: %s", f.why)
+			}
+			c := &b.tab.Stats.Counters
+			if c[StaleConnsReset] != uint64(len(tc.stale)) || c[SynRetries] != uint64(len(tc.stale)) {
+				t.Fatalf("stale_conns_reset %d, syn_retries %d; want %d each", c[StaleConnsReset], c[SynRetries], len(tc.stale))
+			}
+		})
+	}
+}
+
 func TestOptionMismatchUnprotects(t *testing.T) {
 	b := newBed(t, 10, 20, 30)
 	syn := b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0)

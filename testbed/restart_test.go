@@ -1,6 +1,13 @@
 package testbed
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -95,4 +102,82 @@ func (b *Bed) bypassTables() int {
 		}
 	}
 	return n
+}
+
+// TestStaleServerConnection: a client reuses the port of a connection both
+// servers still hold but the gateway does not know (it was restarted, and
+// the client's end was reset). The servers answer the new SYN with an ACK of
+// the old connection; the gateway resets that connection as the client's
+// kernel would and sends the SYN again, so the client connects at once, with
+// both servers, instead of retrying its SYN until it gives up.
+func TestStaleServerConnection(t *testing.T) {
+	b := Up(t, Options{})
+	gw := b.StartGateway(hostileArgs...)
+	const port = 45302
+	dial := func(timeout time.Duration) (*net.TCPConn, error) {
+		var c net.Conn
+		err := inNS(b.Client(), func() (err error) {
+			d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{Port: port}}
+			c, err = d.Dial("tcp", net.JoinHostPort(VIP, "80"))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.TCPConn), nil
+	}
+	get := func(c net.Conn) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(c, "GET /index.html HTTP/1.1\r\nHost: %s\r\n\r\n", VIP); err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("response: %v", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		sum := sha256.Sum256(body)
+		if err != nil || resp.StatusCode != http.StatusOK || hex.EncodeToString(sum[:]) != b.SHA256("index.html") {
+			t.Fatalf("GET /index.html: status %d, %d bytes, err %v", resp.StatusCode, len(body), err)
+		}
+	}
+	old, err := dial(5 * time.Second)
+	if err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	get(old)
+	gw.Kill()
+	b.RestartGateway(hostileArgs...)
+	old.SetLinger(0) // the client's end goes at once, with no TIME_WAIT to hold the port
+	old.Close()
+	for _, s := range []Server{Pri, Bak} {
+		out, err := b.Output(b.NS(s), "ss", "-Htn", "state", "established", fmt.Sprintf("( sport = :80 and dport = :%d )", port))
+		if err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 || len(strings.TrimSpace(string(out))) == 0 {
+			t.Fatalf("%s should still hold the old connection (err %v):\n%s", s, err, out)
+		}
+	}
+
+	start := time.Now()
+	c, err := dial(5 * time.Second)
+	took := time.Since(start)
+	if err != nil {
+		raw, _ := b.StatusJSON()
+		t.Fatalf("connecting again from port %d: %v after %v\ngateway status:\n%s", port, err, took.Round(time.Millisecond), raw)
+	}
+	defer c.Close()
+	// The client's first SYN is answered: its kernel retries after 1 s.
+	if took > 900*time.Millisecond {
+		t.Errorf("connecting again took %v: the first SYN went unanswered", took.Round(time.Millisecond))
+	}
+	get(c)
+	st := gatewayStatus(t, b)
+	if n := st.Packets.Events["stale_conns_reset"]; n != 2 {
+		t.Errorf("stale_conns_reset %d, want 2: one per server", n)
+	}
+	if st.Flows.Protected != 1 {
+		t.Errorf("%d protected flows, want the new connection's, with both servers", st.Flows.Protected)
+	}
+	t.Logf("connected again in %v, with both servers", took.Round(time.Microsecond))
 }
