@@ -91,9 +91,11 @@ func TestTakeoverMidReply(t *testing.T) {
 			if v, _, _ := out[0].ts(); v != bTS0+40-(bTS0-pTS0) {
 				t.Fatalf("backup TSval %d, want it in the primary's clock: %d", v, uint32(bTS0+40-(bTS0-pTS0)))
 			}
-			// The primary is fenced: nothing of it reaches the client.
-			if out := b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[1000:2000]); len(out) != 0 {
-				t.Fatal("fenced primary reached the client")
+			// The primary is fenced: nothing of it reaches the client, and
+			// it is reset again, as its fencing reset was lost.
+			if out := b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[1000:2000]); len(out) != 1 ||
+				out[0].side != ServerSide || out[0].flags() != "R" {
+				t.Fatalf("fenced primary's segment: %d frames, want its reset only: %+v", len(out), out)
 			}
 			// The client's acks reach the backup only.
 			out = b.feed(true, b.fromClient(b.cISN+19, b.pISN+4002, rewrite.ACK, cTS0+4, pTS0+11), nil)
@@ -186,6 +188,42 @@ func TestStandbyLost(t *testing.T) {
 	out = b.feed(true, b.fromClient(b.cISN+6, b.pISN+6, rewrite.ACK, cTS0+3, pTS0+1), nil)
 	if len(out) != 1 || [4]byte(out[0].ip.DstIP.To4()) != primaryIP {
 		t.Fatal("client segment still duplicated after the backup failed")
+	}
+}
+
+// TestFencedServerResetAgain: a failed server whose fencing reset was lost
+// (its host was cut off) sends again once it is back. It gets a reset at its
+// ack, nothing of it reaches the client, and its own reset draws nothing.
+func TestFencedServerResetAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		failed int
+		ip     [4]byte
+		isn    func(b *bed) rewrite.Seq
+	}{
+		{"primary, after the takeover", 0, primaryIP, func(b *bed) rewrite.Seq { return b.pISN }},
+		{"backup, the flow unprotected", 1, backupIP, func(b *bed) rewrite.Seq { return b.bISN }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 100, 200, 300)
+			b.handshake()
+			b.tab.ServerDown(b.now, tc.failed, "probe")
+			b.tick(0)
+			late := b.fromServer(tc.ip, tc.isn(b)+1, b.cISN+1, rewrite.ACK|rewrite.PSH, 500, 5, cTS0)
+			out := b.feed(false, late, []byte("late"))
+			if len(out) != 1 || out[0].side != ServerSide || [4]byte(out[0].ip.DstIP.To4()) != tc.ip ||
+				out[0].flags() != "R" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+1 {
+				t.Fatalf("%d frames for the failed server's segment, want one reset to it at %d: %+v", len(out), b.cISN+1, out)
+			}
+			rst := b.fromServer(tc.ip, tc.isn(b)+5, 0, rewrite.RST, 0, 0, 0)
+			rst.HasTS = false
+			if out := b.feed(false, rst, nil); len(out) != 0 {
+				t.Fatalf("the failed server's reset drew %d frames", len(out))
+			}
+			if n := b.tab.Stats.Drops[DropDeadLeg]; n != 2 {
+				t.Fatalf("dead_leg drops %d, want 2", n)
+			}
+		})
 	}
 }
 

@@ -763,7 +763,12 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	}
 	l := &f.legs[i]
 	if l.server != uint8(s) || !l.up {
+		// A server out of the flow that still sends missed its fencing
+		// reset (its host was cut off) or holds an older connection on
+		// the 4-tuple: left alone, it would meet the client's next SYN on
+		// this port with that connection's ACK.
 		t.drop(DropDeadLeg)
+		t.resetUnknown(p, ServerSide, out)
 		return
 	}
 	if f.state == StateClosed && l.rstHeld {
@@ -1394,7 +1399,8 @@ func (t *Table) staleConnection(f *Flow, i uint8, p *rewrite.Packet, out *Output
 }
 
 // resetUnknown answers a segment of a connection the gateway does not know
-// — it restarted, or the flow expired — with a reset, as a TCP endpoint
+// — it restarted, the flow expired, or the sender is no longer in the flow —
+// with a reset, as a TCP endpoint
 // does for a connection that does not exist (RFC 9293 §3.10.7.1), so that
 // neither side hangs on it. The reply leaves by the side p came in on.
 // Bounded per second: a flood of strays must not become a flood of resets.

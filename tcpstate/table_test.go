@@ -384,10 +384,12 @@ func TestSynAckTimeoutLeavesFlowUnprotected(t *testing.T) {
 	if f := b.flow(); f.Protection() != Unprotected || st.Counters[SynAckTimeouts] != 1 || st.Counters[SynRetries] != 2 {
 		t.Fatalf("flow %v, timeouts %d, retries %d", f.Protection(), st.Counters[SynAckTimeouts], st.Counters[SynRetries])
 	}
-	// A late backup SYN-ACK no longer belongs to the flow.
+	// A late backup SYN-ACK no longer belongs to the flow: the backup is
+	// told so again.
 	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
-	if out := b.feed(false, bsa, nil); len(out) != 0 {
-		t.Fatalf("late backup SYN-ACK produced %d frames", len(out))
+	if out := b.feed(false, bsa, nil); len(out) != 1 || out[0].side != ServerSide || out[0].flags() != "R" ||
+		rewrite.Seq(out[0].tcp.Seq) != b.cISN+1 {
+		t.Fatalf("late backup SYN-ACK produced %d frames, want its reset: %+v", len(out), out)
 	}
 }
 
