@@ -20,7 +20,7 @@ type LoadResult struct {
 	Corrupt    int64            // bodies whose sha256 was wrong
 	Errors     int64            // connect, write and read errors, timeouts and non-200 statuses
 	Connects   int64            // connections opened
-	FirstError string           // the first error or corruption, for the log
+	FirstError string           // the first error or corruption, and when into the load it came, for the log
 	ByPath     map[string]int64 // good answers per path
 }
 
@@ -52,12 +52,13 @@ func (b *Bed) Load(ctx context.Context, opts LoadOptions, want map[string]string
 	}
 	sort.Strings(paths)
 	var mu sync.Mutex
+	start := time.Now()
 	fail := func(counter *int64, format string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		*counter++
 		if res.FirstError == "" {
-			res.FirstError = fmt.Sprintf(format, a...)
+			res.FirstError = fmt.Sprintf("%v in: ", time.Since(start).Round(time.Millisecond)) + fmt.Sprintf(format, a...)
 		}
 	}
 	var wg sync.WaitGroup
