@@ -206,22 +206,30 @@ func TestFencedServerResetAgain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t, 100, 200, 300)
+			b.tab.cfg.MaxResetsPerSecond = 1
 			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+1, pTS0), []byte("hello"))
 			b.tab.ServerDown(b.now, tc.failed, "probe")
 			b.tick(0)
+			// The server's ack, not what the gateway last acknowledged
+			// (cISN+6): a retransmission from before the request.
 			late := b.fromServer(tc.ip, tc.isn(b)+1, b.cISN+1, rewrite.ACK|rewrite.PSH, 500, 5, cTS0)
 			out := b.feed(false, late, []byte("late"))
 			if len(out) != 1 || out[0].side != ServerSide || [4]byte(out[0].ip.DstIP.To4()) != tc.ip ||
 				out[0].flags() != "R" || rewrite.Seq(out[0].tcp.Seq) != b.cISN+1 {
 				t.Fatalf("%d frames for the failed server's segment, want one reset to it at %d: %+v", len(out), b.cISN+1, out)
 			}
+			// Within the second's reset budget (here 1).
+			if out := b.feed(false, late, []byte("late")); len(out) != 0 {
+				t.Fatalf("%d frames for a second segment in the same second, want none: the budget is spent", len(out))
+			}
 			rst := b.fromServer(tc.ip, tc.isn(b)+5, 0, rewrite.RST, 0, 0, 0)
 			rst.HasTS = false
 			if out := b.feed(false, rst, nil); len(out) != 0 {
 				t.Fatalf("the failed server's reset drew %d frames", len(out))
 			}
-			if n := b.tab.Stats.Drops[DropDeadLeg]; n != 2 {
-				t.Fatalf("dead_leg drops %d, want 2", n)
+			if n := b.tab.Stats.Drops[DropDeadLeg]; n != 3 {
+				t.Fatalf("dead_leg drops %d, want 3", n)
 			}
 		})
 	}

@@ -797,7 +797,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.synAck(now, f, i, p, out)
 		return
 	case !l.synAck:
-		if flags&rewrite.ACK != 0 && out.room(2) {
+		if flags&rewrite.ACK != 0 && out.room(2) && t.resetBudget() {
 			t.staleConnection(f, i, p, out)
 			return
 		}
@@ -1383,7 +1383,9 @@ func (t *Table) synToServer(f *Flow, i uint8, out *Output) {
 // number (RFC 9293 §3.10.7.3), which frees the port on the server, and the
 // next SYN is answered; but the ACK never reaches the client, so without this
 // every retried SYN meets the old connection until the client gives up. The
-// gateway sends the reset and the SYN again at once.
+// gateway sends the reset and the SYN again at once. The resets share the
+// per-second budget of those for unknown connections: a server that does not
+// take them (TIME_WAIT under tcp_rfc1337) answers every SYN again.
 func (t *Table) staleConnection(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	l := &f.legs[i]
 	s := rewrite.Spec{

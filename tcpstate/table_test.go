@@ -499,6 +499,10 @@ func TestStaleServerConnection(t *testing.T) {
 					t.Fatalf("SYN sent again with window scale %v", w)
 				}
 			}
+			// A segment without ACK is nobody's answer to the SYN.
+			if out := b.feed(false, b.fromServer(tc.stale[0], oldSeq, 0, rewrite.FIN, 500, 99, 98), nil); len(out) != 0 {
+				t.Fatalf("a FIN without ACK drew %d frames", len(out))
+			}
 			psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
 			psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
 			if out := b.feed(false, psa, nil); len(out) != 0 {
@@ -518,6 +522,26 @@ func TestStaleServerConnection(t *testing.T) {
 				t.Fatalf("stale_conns_reset %d, syn_retries %d; want %d each", c[StaleConnsReset], c[SynRetries], len(tc.stale))
 			}
 		})
+	}
+}
+
+// TestStaleServerConnectionBounded: a server that does not take the reset
+// answers each SYN with its old ACK again; the resets and SYNs stay within
+// the per-second reset budget instead of spinning with it.
+func TestStaleServerConnectionBounded(t *testing.T) {
+	b := newBed(t, 10, 20, 30)
+	b.tab.cfg.MaxResetsPerSecond = 2
+	b.feed(true, b.fromClient(b.cISN, 0, rewrite.SYN, cTS0, 0), nil)
+	frames := 0
+	for range 5 {
+		frames += len(b.feed(false, b.fromServer(primaryIP, 0x5000, 0x9000, rewrite.ACK, 500, 99, 98), nil))
+	}
+	if frames != 4 {
+		t.Fatalf("5 old ACKs within a second drew %d frames, want 4: two resets and two SYNs", frames)
+	}
+	b.now += int64(time.Second)
+	if out := b.feed(false, b.fromServer(primaryIP, 0x5000, 0x9000, rewrite.ACK, 500, 99, 98), nil); len(out) != 2 {
+		t.Fatalf("a second later: %d frames, want the reset and the SYN", len(out))
 	}
 }
 
