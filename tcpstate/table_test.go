@@ -252,22 +252,7 @@ func (b *bed) handshake() {
 	if !dsts[primaryIP] || !dsts[backupIP] {
 		t.Fatalf("SYN reached %v, want both servers", dsts)
 	}
-	psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
-	psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
-	if out := b.feed(false, psa, nil); len(out) != 0 {
-		t.Fatalf("primary SYN-ACK reached the client before the backup's: %d frames", len(out))
-	}
-	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
-	bsa.MSS, bsa.WScale, bsa.SACKPermitted = 1400, 9, true
-	out = b.feed(false, bsa, nil)
-	if len(out) != 1 {
-		t.Fatalf("backup SYN-ACK: %d frames, want the client's SYN-ACK", len(out))
-	}
-	sa := out[0]
-	if sa.side != ClientSide || sa.flags() != "SA" || [4]byte(sa.ip.SrcIP.To4()) != vip ||
-		rewrite.Seq(sa.tcp.Seq) != b.pISN || rewrite.Seq(sa.tcp.Ack) != b.cISN+1 {
-		t.Fatalf("client SYN-ACK: %s from %v seq %d ack %d", sa.flags(), sa.ip.SrcIP, sa.tcp.Seq, sa.tcp.Ack)
-	}
+	sa := b.synAcks(9)
 	if mss, _ := sa.opt(layers.TCPOptionKindMSS); len(mss) != 2 || int(mss[0])<<8|int(mss[1]) != 1400 {
 		t.Fatalf("MSS announced %v, want the smaller 1400", mss)
 	}
@@ -294,6 +279,31 @@ func (b *bed) handshake() {
 	if st := b.flow().State(); st != StateEstablished {
 		t.Fatalf("state %v after handshake", st)
 	}
+}
+
+// synAcks feeds the primary's SYN-ACK (MSS 1460, window scale 7), which must
+// wait, then the backup's (MSS 1400, window scale bWS), and returns the
+// client's SYN-ACK that releases, checked as the primary's.
+func (b *bed) synAcks(bWS int8) seg {
+	t := b.t
+	t.Helper()
+	psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
+	psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
+	if out := b.feed(false, psa, nil); len(out) != 0 {
+		t.Fatalf("primary SYN-ACK reached the client before the backup's: %d frames", len(out))
+	}
+	bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
+	bsa.MSS, bsa.WScale, bsa.SACKPermitted = 1400, bWS, true
+	out := b.feed(false, bsa, nil)
+	if len(out) != 1 {
+		t.Fatalf("backup SYN-ACK: %d frames, want the client's SYN-ACK", len(out))
+	}
+	sa := out[0]
+	if sa.side != ClientSide || sa.flags() != "SA" || [4]byte(sa.ip.SrcIP.To4()) != vip ||
+		rewrite.Seq(sa.tcp.Seq) != b.pISN || rewrite.Seq(sa.tcp.Ack) != b.cISN+1 {
+		t.Fatalf("client SYN-ACK: %s from %v seq %d ack %d", sa.flags(), sa.ip.SrcIP, sa.tcp.Seq, sa.tcp.Ack)
+	}
+	return sa
 }
 
 // split expects one frame to each server and returns (primary, backup).
@@ -503,17 +513,7 @@ func TestStaleServerConnection(t *testing.T) {
 			if out := b.feed(false, b.fromServer(tc.stale[0], oldSeq, 0, rewrite.FIN, 500, 99, 98), nil); len(out) != 0 {
 				t.Fatalf("a FIN without ACK drew %d frames", len(out))
 			}
-			psa := b.fromServer(primaryIP, b.pISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 65160, pTS0, cTS0)
-			psa.MSS, psa.WScale, psa.SACKPermitted = 1460, 7, true
-			if out := b.feed(false, psa, nil); len(out) != 0 {
-				t.Fatalf("primary SYN-ACK: %d frames before the backup's", len(out))
-			}
-			bsa := b.fromServer(backupIP, b.bISN, b.cISN+1, rewrite.SYN|rewrite.ACK, 64000, bTS0, cTS0)
-			bsa.MSS, bsa.WScale, bsa.SACKPermitted = 1400, 7, true
-			out := b.feed(false, bsa, nil)
-			if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "SA" || rewrite.Seq(out[0].tcp.Seq) != b.pISN {
-				t.Fatalf("after both SYN-ACKs: %d frames %+v, want the client's SYN-ACK", len(out), out)
-			}
+			b.synAcks(7)
 			if f := b.flow(); f.Protection() != Protected {
 				t.Fatalf("flow unprotected: %s", f.why)
 			}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -98,36 +99,21 @@ func (b *Bed) Load(ctx context.Context, opts LoadOptions, want map[string]string
 				}
 				path := paths[i%len(paths)]
 				conn.SetDeadline(time.Now().Add(opts.Timeout))
-				if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, VIP); err != nil {
-					fail(&res.Errors, "GET %s: write: %v", path, err)
-					conn.Close()
-					conn = nil
-					continue
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					fail(&res.Errors, "GET %s: read: %v", path, err)
-					conn.Close()
-					conn = nil
-					continue
-				}
-				h.Reset()
-				_, err = io.Copy(h, resp.Body)
-				resp.Body.Close()
-				switch sum := hex.EncodeToString(h.Sum(nil)); {
+				r, err := get(conn, br, path, h)
+				switch {
 				case err != nil:
-					fail(&res.Errors, "GET %s: body: %v", path, err)
-				case resp.StatusCode != http.StatusOK:
-					fail(&res.Errors, "GET %s: status %d", path, resp.StatusCode)
-				case sum != want[path]:
-					fail(&res.Corrupt, "GET %s: body sha256 %s, want %s", path, sum, want[path])
+					fail(&res.Errors, "%v", err)
+				case r.status != http.StatusOK:
+					fail(&res.Errors, "GET %s: status %d", path, r.status)
+				case r.sum != want[path]:
+					fail(&res.Corrupt, "GET %s: body sha256 %s, want %s", path, r.sum, want[path])
 				default:
 					mu.Lock()
 					res.Requests++
 					res.ByPath[path]++
 					mu.Unlock()
 				}
-				if err != nil || resp.Close {
+				if err != nil || r.close {
 					conn.Close()
 					conn = nil
 				}
@@ -136,4 +122,30 @@ func (b *Bed) Load(ctx context.Context, opts LoadOptions, want map[string]string
 	}
 	wg.Wait()
 	return res
+}
+
+// reply is what get read of one answer.
+type reply struct {
+	status int
+	sum    string // the body's sha256, hex
+	close  bool   // the server closes the connection after it
+}
+
+// get sends GET path on a keep-alive connection whose reads go through br
+// and reads the answer whole, hashing its body with h. Its error names the
+// step that failed: write, read or body.
+func get(c net.Conn, br *bufio.Reader, path string, h hash.Hash) (reply, error) {
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, VIP); err != nil {
+		return reply{}, fmt.Errorf("GET %s: write: %w", path, err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return reply{}, fmt.Errorf("GET %s: read: %w", path, err)
+	}
+	defer resp.Body.Close()
+	h.Reset()
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		return reply{}, fmt.Errorf("GET %s: body: %w", path, err)
+	}
+	return reply{status: resp.StatusCode, sum: hex.EncodeToString(h.Sum(nil)), close: resp.Close}, nil
 }

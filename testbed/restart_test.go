@@ -3,9 +3,7 @@ package testbed
 import (
 	"bufio"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -126,28 +124,19 @@ func TestStaleServerConnection(t *testing.T) {
 		}
 		return c.(*net.TCPConn), nil
 	}
-	get := func(c net.Conn) {
+	getIndex := func(c net.Conn) {
 		t.Helper()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := fmt.Fprintf(c, "GET /index.html HTTP/1.1\r\nHost: %s\r\n\r\n", VIP); err != nil {
-			t.Fatalf("request: %v", err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("response: %v", err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		sum := sha256.Sum256(body)
-		if err != nil || resp.StatusCode != http.StatusOK || hex.EncodeToString(sum[:]) != b.SHA256("index.html") {
-			t.Fatalf("GET /index.html: status %d, %d bytes, err %v", resp.StatusCode, len(body), err)
+		r, err := get(c, bufio.NewReader(c), "/index.html", sha256.New())
+		if err != nil || r.status != http.StatusOK || r.sum != b.SHA256("index.html") {
+			t.Fatalf("GET /index.html: %+v, %v", r, err)
 		}
 	}
 	old, err := dial(5 * time.Second)
 	if err != nil {
 		t.Fatalf("first connection: %v", err)
 	}
-	get(old)
+	getIndex(old)
 	gw.Kill()
 	b.RestartGateway(hostileArgs...)
 	old.SetLinger(0) // the client's end goes at once, with no TIME_WAIT to hold the port
@@ -171,7 +160,7 @@ func TestStaleServerConnection(t *testing.T) {
 	if took > 900*time.Millisecond {
 		t.Errorf("connecting again took %v: the first SYN went unanswered", took.Round(time.Millisecond))
 	}
-	get(c)
+	getIndex(c)
 	st := gatewayStatus(t, b)
 	if n := st.Packets.Events["stale_conns_reset"]; n != 2 {
 		t.Errorf("stale_conns_reset %d, want 2: one per server", n)
