@@ -43,6 +43,7 @@ const (
 	LeadGraces                       // steps past the lead bound given because the backup was quiet
 	AcksRepeatSkipped                // client ACKs not sent to a lagging leg: clamped, they repeated what it was told
 	StaleConnsReset                  // a server's older connection on a new flow's 4-tuple reset, so its SYN is answered
+	ChallengeAcks                    // ACKs answering a client's SYN with another ISN on a live flow (RFC 5961)
 	NumCounters
 )
 
@@ -55,6 +56,7 @@ var counterNames = [NumCounters]string{
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
 	"lead_limits", "lead_graces", "acks_repeat_skipped", "stale_conns_reset",
+	"challenge_acks",
 }
 
 func (c Counter) String() string { return counterNames[c] }

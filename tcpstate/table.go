@@ -238,6 +238,7 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		// A new connection reusing the 4-tuple is fine once the old one ended.
 		if f.state != StateTimeWait && f.state != StateClosed {
 			t.drop(DropStaleSyn)
+			t.challengeAck(f, out)
 			return
 		}
 		t.remove(f)
@@ -328,6 +329,22 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		t.kick(f, kickReplay) // the client's window may have opened
 	}
 	t.checkClosed(now, f)
+}
+
+// challengeAck answers a SYN with another ISN on a connection the client
+// was shown as a server would (RFC 5961 §4): with an ACK of where the
+// connection stands. A client that lost the connection (its host restarted,
+// or a NAT gave its port to another) answers it with a reset at that ack,
+// which ends the flow, and its next SYN opens a new one; without it, every
+// SYN of that port is dropped until the flow idles out. A blind SYN's sender
+// never sees the ACK, and the real client takes it for a duplicate. Within
+// the per-second reset budget, as a server's are rate limited.
+func (t *Table) challengeAck(f *Flow, out *Output) {
+	if !f.synAckSent || !out.room(1) || !t.resetBudget() {
+		return
+	}
+	t.segToClient(f, f.nxtSent, rewrite.ACK, nil, nil, out)
+	t.count(ChallengeAcks)
 }
 
 func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {

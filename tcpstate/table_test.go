@@ -1355,6 +1355,46 @@ func TestResets(t *testing.T) {
 	}
 }
 
+// TestStaleSynChallenged: a SYN with another ISN on a connection the client
+// was shown is dropped and answered with an ACK of where the connection
+// stands. A client that lost the connection answers that with a reset at
+// its ack, which ends the flow, and its next SYN opens a new one on both
+// servers. Before the client is shown the connection, the SYN is only
+// dropped.
+func TestStaleSynChallenged(t *testing.T) {
+	b := newBed(t, 100, 200, 300)
+	b.handshake()
+	newISN := b.cISN + 1<<31
+	for try := range 2 {
+		out := b.feed(true, b.fromClient(newISN, 0, rewrite.SYN, cTS0+50, 0), nil)
+		if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "A" ||
+			rewrite.Seq(out[0].tcp.Seq) != b.pISN+1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
+			t.Fatalf("SYN %d with another ISN: %d frames %+v, want one ACK to the client at seq %d ack %d",
+				try, len(out), out, b.pISN+1, b.cISN+1)
+		}
+	}
+	c := &b.tab.Stats
+	if c.Drops[DropStaleSyn] != 2 || c.Counters[ChallengeAcks] != 2 {
+		t.Fatalf("stale_syn %d, challenge_acks %d; want 2 each", c.Drops[DropStaleSyn], c.Counters[ChallengeAcks])
+	}
+	// The client's kernel answers from SYN-SENT with a reset at the ack.
+	p, bk := b.split(b.feed(true, b.fromClient(b.cISN+1, 0, rewrite.RST, cTS0+51, 0), nil))
+	if !p.tcp.RST || !bk.tcp.RST || b.flow().State() != StateClosed {
+		t.Fatalf("the client's reset: primary %v backup %v, flow %v", p.tcp.RST, bk.tcp.RST, b.flow().State())
+	}
+	syn := b.feed(true, b.fromClient(newISN, 0, rewrite.SYN, cTS0+52, 0), nil)
+	if p, bk := b.split(syn); p.flags() != "S" || bk.flags() != "S" || rewrite.Seq(p.tcp.Seq) != newISN {
+		t.Fatalf("the client's next SYN: %s and %s seq %d, want SYNs at %d", p.flags(), bk.flags(), p.tcp.Seq, newISN)
+	}
+
+	// Half-open: nothing shown to the client, nothing to challenge.
+	h := newBed(t, 100, 200, 300)
+	h.feed(true, h.fromClient(h.cISN, 0, rewrite.SYN, cTS0, 0), nil)
+	if out := h.feed(true, h.fromClient(newISN, 0, rewrite.SYN, cTS0+1, 0), nil); len(out) != 0 {
+		t.Fatalf("another ISN during the handshake drew %d frames", len(out))
+	}
+}
+
 // TestServerResetWindow: a server's reset counts when it lies within what
 // the gateway acknowledged of the leg and the window after it. A backup
 // behind the client resets at its own last byte (Linux closing a socket

@@ -112,31 +112,11 @@ func TestStaleServerConnection(t *testing.T) {
 	b := Up(t, Options{})
 	gw := b.StartGateway(hostileArgs...)
 	const port = 45302
-	dial := func(timeout time.Duration) (*net.TCPConn, error) {
-		var c net.Conn
-		err := inNS(b.Client(), func() (err error) {
-			d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{Port: port}}
-			c, err = d.Dial("tcp", net.JoinHostPort(VIP, "80"))
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return c.(*net.TCPConn), nil
-	}
-	getIndex := func(c net.Conn) {
-		t.Helper()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		r, err := get(c, bufio.NewReader(c), "/index.html", sha256.New())
-		if err != nil || r.status != http.StatusOK || r.sum != b.SHA256("index.html") {
-			t.Fatalf("GET /index.html: %+v, %v", r, err)
-		}
-	}
-	old, err := dial(5 * time.Second)
+	old, err := b.dialFrom(port, 5*time.Second)
 	if err != nil {
 		t.Fatalf("first connection: %v", err)
 	}
-	getIndex(old)
+	b.getIndex(t, old)
 	gw.Kill()
 	b.RestartGateway(hostileArgs...)
 	old.SetLinger(0) // the client's end goes at once, with no TIME_WAIT to hold the port
@@ -149,7 +129,7 @@ func TestStaleServerConnection(t *testing.T) {
 	}
 
 	start := time.Now()
-	c, err := dial(5 * time.Second)
+	c, err := b.dialFrom(port, 5*time.Second)
 	took := time.Since(start)
 	if err != nil {
 		raw, _ := b.StatusJSON()
@@ -160,7 +140,7 @@ func TestStaleServerConnection(t *testing.T) {
 	if took > 900*time.Millisecond {
 		t.Errorf("connecting again took %v: the first SYN went unanswered", took.Round(time.Millisecond))
 	}
-	getIndex(c)
+	b.getIndex(t, c)
 	st := gatewayStatus(t, b)
 	if n := st.Packets.Events["stale_conns_reset"]; n != 2 {
 		t.Errorf("stale_conns_reset %d, want 2: one per server", n)
@@ -169,4 +149,79 @@ func TestStaleServerConnection(t *testing.T) {
 		t.Errorf("%d protected flows, want the new connection's, with both servers", st.Flows.Protected)
 	}
 	t.Logf("connected again in %v, with both servers", took.Round(time.Microsecond))
+}
+
+// TestClientLostConnection: a client loses a keep-alive connection without
+// a word to the gateway (its reset is dropped on the way, as when its host
+// restarted or a NAT gave its port to another) and connects again from the
+// same port. Its SYN draws the gateway's challenge ACK, its kernel answers
+// with a reset that ends the old flow on both servers, and sends its SYN
+// again within milliseconds (Linux re-arms its SYN timer at the minimum on
+// such an ACK), which is served: before, every SYN of the port was dropped
+// until the flow idled out (10 minutes).
+func TestClientLostConnection(t *testing.T) {
+	b := Up(t, Options{})
+	RequireTool(t, "iptables")
+	b.StartGateway(hostileArgs...)
+	const port = 45303
+	old, err := b.dialFrom(port, 5*time.Second)
+	if err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	b.getIndex(t, old)
+	rule := []string{"OUTPUT", "-p", "tcp", "--sport", fmt.Sprint(port), "--tcp-flags", "RST", "RST", "-j", "DROP"}
+	if err := b.Run(b.Client(), "iptables", append([]string{"-A"}, rule...)...); err != nil {
+		t.Fatal(err)
+	}
+	old.SetLinger(0)
+	old.Close()
+	if err := b.Run(b.Client(), "iptables", append([]string{"-D"}, rule...)...); err != nil {
+		t.Fatal(err)
+	}
+	if st := gatewayStatus(t, b); st.Flows.ByState["established"] != 1 {
+		t.Fatalf("the gateway should still hold the lost connection: %v", st.Flows.ByState)
+	}
+
+	start := time.Now()
+	c, err := b.dialFrom(port, 5*time.Second)
+	took := time.Since(start)
+	if err != nil {
+		raw, _ := b.StatusJSON()
+		t.Fatalf("connecting again from port %d: %v after %v\ngateway status:\n%s", port, err, took.Round(time.Millisecond), raw)
+	}
+	defer c.Close()
+	// Not a retry after the client's own timeout (1 s).
+	if took > 900*time.Millisecond {
+		t.Errorf("connecting again took %v", took.Round(time.Millisecond))
+	}
+	b.getIndex(t, c)
+	st := gatewayStatus(t, b)
+	if st.Packets.Events["challenge_acks"] == 0 || st.Flows.Protected != 1 {
+		t.Errorf("challenge_acks %d, %d protected flows; want at least 1, and 1", st.Packets.Events["challenge_acks"], st.Flows.Protected)
+	}
+	t.Logf("connected again in %v, with both servers", took.Round(time.Millisecond))
+}
+
+// dialFrom connects to the VIP from the client namespace, from port.
+func (b *Bed) dialFrom(port int, timeout time.Duration) (*net.TCPConn, error) {
+	var c net.Conn
+	err := inNS(b.Client(), func() (err error) {
+		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{Port: port}}
+		c, err = d.Dial("tcp", net.JoinHostPort(VIP, "80"))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// getIndex requests /index.html on c and checks the answer whole.
+func (b *Bed) getIndex(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r, err := get(c, bufio.NewReader(c), "/index.html", sha256.New())
+	if err != nil || r.status != http.StatusOK || r.sum != b.SHA256("index.html") {
+		t.Fatalf("GET /index.html: %+v, %v", r, err)
+	}
 }
