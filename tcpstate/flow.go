@@ -127,6 +127,7 @@ type Flow struct {
 	closedAt      int64
 	synAckDue     int64 // when to give up waiting for the backup's SYN-ACK; 0 = not waiting
 	ackDue        int64 // when a held client ACK is sent to the legs; 0 = none held
+	challenged    int64 // when the client was last sent a challenge ACK
 
 	cli struct {
 		opt    options

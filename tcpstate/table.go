@@ -241,6 +241,13 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 			t.challengeAck(f, out)
 			return
 		}
+		if t.draining(f, out) {
+			// The old connection's backup is still sending what the
+			// client's reset cut off, and must read every request its
+			// primary answered first; the client sends its SYN again.
+			t.drop(DropStaleSyn)
+			return
+		}
 		t.remove(f)
 		f = nil
 	}
@@ -340,11 +347,41 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 // never sees the ACK, and the real client takes it for a duplicate. Within
 // the per-second reset budget, as a server's are rate limited.
 func (t *Table) challengeAck(f *Flow, out *Output) {
-	if !f.synAckSent || !out.room(1) || !t.resetBudget() {
+	if !f.synAckSent || f.challenged != 0 && t.now-f.challenged < challengeEvery || !out.room(1) || !t.resetBudget() {
 		return
 	}
+	f.challenged = t.now
 	t.segToClient(f, f.nxtSent, rewrite.ACK, nil, nil, out)
 	t.count(ChallengeAcks)
+}
+
+// challengeEvery is the least time between two challenge ACKs of a flow, as
+// Linux's tcp_invalid_ratelimit: a stream of blind SYNs draws two a second,
+// not a stream of duplicate ACKs that would set off the client's fast
+// retransmit.
+const challengeEvery = int64(500 * time.Millisecond)
+
+// draining reports whether a shadow of the closed flow f still drains
+// towards the reset the client sent (drainShadow), having made progress
+// within rstHoldMax. A drain that stalled is cut off here, with the reset it
+// was owed, so that the flow can make way for the client's new connection.
+func (t *Table) draining(f *Flow, out *Output) bool {
+	for i := range f.legs {
+		l := &f.legs[i]
+		if !l.up || !l.rstHeld {
+			continue
+		}
+		if t.now-f.seen <= rstHoldMax {
+			return true
+		}
+		if !out.room(1) {
+			return true
+		}
+		l.rstHeld = false
+		t.count(DrainCutoffs)
+		t.rstToServer(f, uint8(i), out)
+	}
+	return false
 }
 
 func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {

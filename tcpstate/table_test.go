@@ -1365,8 +1365,17 @@ func TestStaleSynChallenged(t *testing.T) {
 	b := newBed(t, 100, 200, 300)
 	b.handshake()
 	newISN := b.cISN + 1<<31
-	for try := range 2 {
+	// One challenge ACK per 500 ms, as Linux's: a second SYN at once
+	// draws none, one 500 ms later does.
+	for try, wait := range []time.Duration{0, 0, 500 * time.Millisecond} {
+		b.now += int64(wait)
 		out := b.feed(true, b.fromClient(newISN, 0, rewrite.SYN, cTS0+50, 0), nil)
+		if try == 1 {
+			if len(out) != 0 {
+				t.Fatalf("a second SYN at once drew %d frames", len(out))
+			}
+			continue
+		}
 		if len(out) != 1 || out[0].side != ClientSide || out[0].flags() != "A" ||
 			rewrite.Seq(out[0].tcp.Seq) != b.pISN+1 || rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
 			t.Fatalf("SYN %d with another ISN: %d frames %+v, want one ACK to the client at seq %d ack %d",
@@ -1374,8 +1383,8 @@ func TestStaleSynChallenged(t *testing.T) {
 		}
 	}
 	c := &b.tab.Stats
-	if c.Drops[DropStaleSyn] != 2 || c.Counters[ChallengeAcks] != 2 {
-		t.Fatalf("stale_syn %d, challenge_acks %d; want 2 each", c.Drops[DropStaleSyn], c.Counters[ChallengeAcks])
+	if c.Drops[DropStaleSyn] != 3 || c.Counters[ChallengeAcks] != 2 {
+		t.Fatalf("stale_syn %d, challenge_acks %d; want 3 and 2", c.Drops[DropStaleSyn], c.Counters[ChallengeAcks])
 	}
 	// The client's kernel answers from SYN-SENT with a reset at the ack.
 	p, bk := b.split(b.feed(true, b.fromClient(b.cISN+1, 0, rewrite.RST, cTS0+51, 0), nil))
@@ -1392,6 +1401,58 @@ func TestStaleSynChallenged(t *testing.T) {
 	h.feed(true, h.fromClient(h.cISN, 0, rewrite.SYN, cTS0, 0), nil)
 	if out := h.feed(true, h.fromClient(newISN, 0, rewrite.SYN, cTS0+1, 0), nil); len(out) != 0 {
 		t.Fatalf("another ISN during the handshake drew %d frames", len(out))
+	}
+}
+
+// TestStaleSynMidReply: a SYN with another ISN while the primary's reply is
+// out and the backup has not acknowledged the request. The challenge ACK
+// carries what the client was sent and the gated ack, and changes nothing
+// of the flow's own numbers; the client's reset at that ack is taken. The
+// backup, behind the reply, drains (its reset held), and the client's next
+// SYN waits for it; once the drain stalls past rstHoldMax the next SYN cuts
+// it off and opens a new flow.
+func TestStaleSynMidReply(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := withRequest(t, tc, 100)
+			reply := bytes.Repeat([]byte("x"), 50)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+2, cTS0+2), reply)
+			f := b.flow()
+			seen, ts := f.seen, f.cli.tsLast
+			b.now += int64(time.Millisecond)
+			newISN := b.cISN + 12345
+			out := b.feed(true, b.fromClient(newISN, 0, rewrite.SYN, cTS0+900, 0), nil)
+			if len(out) != 1 || out[0].flags() != "A" || rewrite.Seq(out[0].tcp.Seq) != b.pISN+51 ||
+				rewrite.Seq(out[0].tcp.Ack) != b.cISN+1 {
+				t.Fatalf("challenge: %d frames %+v, want an ACK at seq %d ack %d (the backup has not acknowledged the request)",
+					len(out), out, b.pISN+51, b.cISN+1)
+			}
+			if f.seen != seen || f.cli.tsLast != ts {
+				t.Fatalf("the SYN moved the flow: seen %d -> %d, client TSval %d -> %d", seen, f.seen, ts, f.cli.tsLast)
+			}
+			out = b.feed(true, b.fromClient(b.cISN+1, 0, rewrite.RST, cTS0+901, 0), nil)
+			if len(out) != 1 || out[0].flags() != "R" || [4]byte(out[0].ip.DstIP.To4()) != primaryIP || f.State() != StateClosed {
+				t.Fatalf("the client's reset: %d frames %+v, flow %v; want it on the primary only, the backup draining", len(out), out, f.State())
+			}
+			if out := b.feed(true, b.fromClient(newISN, 0, rewrite.SYN, cTS0+902, 0), nil); len(out) != 0 {
+				t.Fatalf("a new SYN while the backup drains drew %d frames", len(out))
+			}
+			b.now += rstHoldMax + int64(time.Millisecond)
+			out = b.feed(true, b.fromClient(newISN, 0, rewrite.SYN, cTS0+903, 0), nil)
+			var cut, syns int
+			for _, s := range out {
+				switch {
+				case s.flags() == "R" && [4]byte(s.ip.DstIP.To4()) == backupIP:
+					cut++
+				case s.flags() == "S" && rewrite.Seq(s.tcp.Seq) == newISN:
+					syns++
+				}
+			}
+			if cut != 1 || syns != 2 || b.tab.Stats.Counters[DrainCutoffs] != 1 {
+				t.Fatalf("after the drain stalled: %d resets to the backup, %d SYNs, %d cutoffs; want 1, 2, 1: %+v",
+					cut, syns, b.tab.Stats.Counters[DrainCutoffs], out)
+			}
+		})
 	}
 }
 
