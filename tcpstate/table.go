@@ -851,8 +851,19 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.synAck(now, f, i, p, out)
 		return
 	case !l.synAck:
-		if flags&rewrite.ACK != 0 && out.room(2) && t.resetBudget() {
-			t.staleConnection(f, i, p, out)
+		// An ACK rather than a SYN-ACK: the server still holds an older
+		// connection on the 4-tuple, one whose end it never learned (its
+		// host was cut off while the gateway fenced it, or the gateway
+		// restarted), and the client reuses the port. The client's kernel
+		// would answer it with a reset at its ack (RFC 9293 §3.10.7.3),
+		// freeing the port, and its next SYN would be answered; the ACK
+		// never reaches it, so the gateway sends that reset — the one a
+		// segment of an unknown connection gets, within the same budget —
+		// and the SYN again at once. Without it every retried SYN met the
+		// old connection until the client gave up.
+		if flags&rewrite.ACK != 0 && out.room(2) && t.resetUnknown(p, ServerSide, out) {
+			t.count(StaleConnsReset)
+			t.synToServer(f, i, out)
 			return
 		}
 		t.drop(DropNotReady)
@@ -1429,41 +1440,16 @@ func (t *Table) synToServer(f *Flow, i uint8, out *Output) {
 	t.countToServer(f.legs[i].server)
 }
 
-// staleConnection answers a server that met the client's SYN with an ACK
-// rather than a SYN-ACK: it still holds an older connection on the flow's
-// 4-tuple, one whose end it never learned (its host was cut off while the
-// gateway fenced it, or the gateway restarted), and the client reuses the
-// port. The client's kernel would answer that ACK with a reset at its ack
-// number (RFC 9293 §3.10.7.3), which frees the port on the server, and the
-// next SYN is answered; but the ACK never reaches the client, so without this
-// every retried SYN meets the old connection until the client gives up. The
-// gateway sends the reset and the SYN again at once. The resets share the
-// per-second budget of those for unknown connections: a server that does not
-// take them (TIME_WAIT under tcp_rfc1337) answers every SYN again.
-func (t *Table) staleConnection(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
-	l := &f.legs[i]
-	s := rewrite.Spec{
-		Src: f.key.Client, Dst: t.cfg.Servers[l.server], SrcPort: f.key.CPort, DstPort: f.key.VPort,
-		Seq: p.Ack(), Flags: rewrite.RST, WScale: -1,
-	}
-	b := out.buf()
-	n := rewrite.Build(b, &s, &out.pkt)
-	out.emit(ServerSide, b[:n])
-	t.countToServer(l.server)
-	t.count(StaleConnsReset)
-	t.synToServer(f, i, out)
-}
-
 // resetUnknown answers a segment of a connection the gateway does not know
 // — it restarted, the flow expired, or the sender is no longer in the flow —
-// with a reset, as a TCP endpoint
-// does for a connection that does not exist (RFC 9293 §3.10.7.1), so that
-// neither side hangs on it. The reply leaves by the side p came in on.
+// with a reset, as a TCP endpoint does for a connection that does not exist
+// (RFC 9293 §3.10.7.1), so that neither side hangs on it. The reply leaves by the side p came in on.
 // Bounded per second: a flood of strays must not become a flood of resets.
-func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) {
+// It reports whether a reset left.
+func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) (sent bool) {
 	flags := p.Flags()
 	if flags&rewrite.RST != 0 || !out.room(1) || !t.resetBudget() {
-		return
+		return false
 	}
 	s := rewrite.Spec{Src: p.DstIP(), Dst: p.SrcIP(), SrcPort: p.DstPort(), DstPort: p.SrcPort(), WScale: -1}
 	if flags&rewrite.ACK != 0 {
@@ -1475,6 +1461,7 @@ func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) {
 	n := rewrite.Build(b, &s, &out.pkt)
 	out.emit(side, b[:n])
 	t.count(UnknownResets)
+	return true
 }
 
 // resetBudget takes one of the second's resets for unknown connections, if
