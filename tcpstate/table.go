@@ -371,17 +371,26 @@ func (t *Table) draining(f *Flow, out *Output) bool {
 		if !l.up || !l.rstHeld {
 			continue
 		}
-		if t.now-f.seen <= rstHoldMax {
+		if !t.drainStalled(f) || !out.room(1) {
 			return true
 		}
-		if !out.room(1) {
-			return true
-		}
-		l.rstHeld = false
-		t.count(DrainCutoffs)
-		t.rstToServer(f, uint8(i), out)
+		t.endDrain(f, uint8(i), true, out)
 	}
 	return false
+}
+
+// drainStalled reports whether the closed flow f's draining shadow has sent
+// nothing new for rstHoldMax.
+func (t *Table) drainStalled(f *Flow) bool { return t.now-f.seen > rstHoldMax }
+
+// endDrain sends the draining shadow leg i the client's reset it was held
+// back from; cut counts it as cut off short of the live leg's reply.
+func (t *Table) endDrain(f *Flow, i uint8, cut bool, out *Output) {
+	if cut {
+		t.count(DrainCutoffs)
+	}
+	f.legs[i].rstHeld = false
+	t.rstToServer(f, i, out)
 }
 
 func (t *Table) newFlow(now int64, key Key, p *rewrite.Packet) *Flow {
@@ -712,12 +721,8 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	if !out.room(1) {
 		return
 	}
-	if lags := f.lagsReply(i); !lags || t.now-f.seen > rstHoldMax {
-		if lags {
-			t.count(DrainCutoffs)
-		}
-		l.rstHeld = false
-		t.rstToServer(f, i, out)
+	if lags := f.lagsReply(i); !lags || t.drainStalled(f) {
+		t.endDrain(f, i, lags, out)
 		return
 	}
 	if p.SegLen() > 0 {
