@@ -83,8 +83,8 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak %v: %d bodies verified (%v), %d corrupt, %d errors, %d connections, %d failovers; gateway RSS %d KiB at start, %d KiB at end",
 		d, res.Requests, res.ByPath, res.Corrupt, res.Errors, res.Connects, failovers, rssStart>>10, rssEnd>>10)
 	ev := gatewayStatus(t, b).Packets.Events
-	t.Logf("gateway: %d flows taken over, %d reset, %d unprotected; %d SYNs sent again, %d servers' older connections reset",
-		ev["takeovers"], ev["flows_reset"], ev["flows_unprotected"], ev["syn_retries"], ev["stale_conns_reset"])
+	t.Logf("gateway: %d flows taken over, %d reset, %d unprotected; %d SYNs sent again, %d servers' older connections reset, %d challenge ACKs",
+		ev["takeovers"], ev["flows_reset"], ev["flows_unprotected"], ev["syn_retries"], ev["stale_conns_reset"], ev["challenge_acks"])
 	if res.Requests == 0 || res.Errors != 0 || res.Corrupt != 0 {
 		t.Errorf("load: %d good, %d errors, %d corrupt; first: %s", res.Requests, res.Errors, res.Corrupt, res.FirstError)
 	}
