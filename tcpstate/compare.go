@@ -221,3 +221,14 @@ func (c *comparer) record(ok bool, compared, agreed *int) {
 // diverged reports whether the streams disagree at the most recent offsets
 // compared: a failover would splice two different replies.
 func (c *comparer) diverged() bool { return c != nil && c.compared && !c.lastOK }
+
+// divergedAt is diverged judged for a takeover by leg i with the client
+// holding the stream up to splice. A leg still short of it is not judged
+// yet: it is compared on as it catches up, and the splice check judges it
+// when its stream reaches what the client has. A lagging backup is compared
+// by whole blocks, so the block with its Date header, when the header
+// ticked past the primary's, differs until the next block is compared —
+// one response later, which can be hundreds of milliseconds under load.
+func (c *comparer) divergedAt(i uint8, splice uint32) bool {
+	return c.diverged() && int32(c.legs[i].off-splice) >= 0
+}

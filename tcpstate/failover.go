@@ -97,9 +97,11 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	ol := &f.legs[o]
 	f.legs[failed].up = false
 	t.kick(f, kickFence0<<failed)
-	if !ol.up || f.prot != Protected || f.cmp.diverged() {
+	splice := f.legs[f.vis].offset(f.nxtSent)
+	diverged := f.cmp.divergedAt(o, splice)
+	if !ol.up || f.prot != Protected || diverged {
 		why := "no_shadow"
-		if f.cmp.diverged() {
+		if diverged {
 			t.count(Divergences)
 			why = "diverged"
 		}
@@ -111,7 +113,7 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	if f.cmp != nil {
 		// The new live leg's bytes below the splice are duplicates to the
 		// client; its first byte past it must continue the same reply.
-		f.cmp.splice = f.legs[f.vis].offset(f.nxtSent)
+		f.cmp.splice = splice
 	}
 	f.prot, f.why = Unprotected, "took_over"
 	t.note(f, EventTakeover, "", f.legs[failed].server)

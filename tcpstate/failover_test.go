@@ -395,6 +395,72 @@ func TestSpliceCheckAfterTakeover(t *testing.T) {
 	}
 }
 
+// TestTakeoverLaggingBackupJudgedAtSplice: a backup more than two blocks
+// behind is compared by whole blocks, so its Date header, ticked past the
+// primary's, leaves the flow looking diverged until its next block is
+// compared. A takeover then is judged when the backup's stream reaches what
+// the client has, not at once: a Date difference is followed by agreeing
+// bytes and the flow goes on; a different reply is reset before any byte of
+// it past the splice reaches the client.
+func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		resetOK bool
+	}{
+		{"Date header in a whole block", false},
+		{"different reply", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 10, 20, 30)
+			b.handshake()
+			p := replyBytes(6000)
+			bk := append([]byte(nil), p...)
+			copy(bk[100:], "Date: other second")
+			if tc.resetOK {
+				for i := 1100; i < len(bk); i++ {
+					bk[i] = ^p[i]
+				}
+			}
+			for off := 0; off < 5000; off += 1000 {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), p[off:off+1000])
+			}
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+5001, rewrite.ACK, cTS0+1, pTS0+1), nil)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0+1), bk[:1100])
+			if !b.flow().Diverged() {
+				t.Fatal("the setup: the backup's first block, compared whole, should differ")
+			}
+			if rec := b.tab.ServerDown(b.now, 0, "probe"); rec.FlowsMoved != 1 || rec.FlowsReset != 0 {
+				t.Fatalf("takeover with the backup 3900 bytes short of the splice: %+v, want the flow moved", rec)
+			}
+			b.tick(0)
+			var rst, past int
+			for _, seg := range [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}} {
+				for _, s := range b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(seg[0]), b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0+1), bk[seg[0]:seg[1]]) {
+					if s.side != ClientSide {
+						continue
+					}
+					if s.tcp.RST {
+						rst++
+					}
+					splice, start := b.pISN+5001, rewrite.Seq(s.tcp.Seq)
+					if end := start.Add(uint32(len(s.payload))); splice.LessThan(end) {
+						past += int(end - rewrite.SeqMax(start, splice))
+					}
+				}
+			}
+			if tc.resetOK {
+				if rst != 1 || past != 0 || b.tab.Stats.Counters[Divergences] != 1 {
+					t.Fatalf("different reply: %d resets, %d bytes past the splice, %d divergences; want 1, 0, 1", rst, past, b.tab.Stats.Counters[Divergences])
+				}
+				return
+			}
+			if rst != 0 || past != 1000 || b.tab.Stats.Counters[Divergences] != 0 {
+				t.Fatalf("Date difference: %d resets, %d bytes past the splice, %d divergences; want 0, 1000, 0", rst, past, b.tab.Stats.Counters[Divergences])
+			}
+		})
+	}
+}
+
 // TestHandshakeRetryAfterServiceLoss: a flow whose only server died in the
 // handshake is closed; the client's retried SYN starts a new flow.
 func TestHandshakeRetryAfterServiceLoss(t *testing.T) {

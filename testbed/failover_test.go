@@ -403,6 +403,9 @@ func TestFailoverUnderLoad(t *testing.T) {
 			}
 			r := res.r
 			t.Logf("wrk: %d requests, %.0f/s", r.Requests, r.RequestsPerS)
+			ev := gatewayStatus(t, b).Packets.Events
+			t.Logf("gateway: %d flows taken over, %d reset (%d diverged); reply blocks %d compared, %d differed, %d differences recovered from",
+				ev["takeovers"], ev["flows_reset"], ev["divergences"], ev["blocks_compared"], ev["blocks_differed"], ev["substitutions"])
 			if r.Requests == 0 || r.SocketErrors.Total() != 0 || r.Non2xx != 0 {
 				t.Errorf("wrk: %d requests, socket errors %+v, non-2xx %d\n%s", r.Requests, r.SocketErrors, r.Non2xx, r.Output)
 			}
