@@ -627,6 +627,85 @@ func TestFailoverDivergence(t *testing.T) {
 	}
 }
 
+// TestFailoverLaggingBackup: a backup held far behind the primary (a rate
+// limit on its link; the lead bound lets the primary run up to 128 KiB
+// ahead) is compared by whole blocks, and every block of its replies holds
+// a Last-Modified and ETag that differ from the primary's in equal length,
+// as a Date header that ticked does. The flow looks diverged when the
+// primary crashes; the takeover must wait for the backup to reach what the
+// client has, where the replies agree, and the client's connection goes on.
+func TestFailoverLaggingBackup(t *testing.T) {
+	b := upFailover(t)
+	RequireTool(t, "tc")
+	const name, requests = "stamped.bin", 600
+	body := bytes.Repeat([]byte("the same body on both servers\n"), 20)
+	// nginx serves a reply of about 830 bytes: every 1 KiB block of the
+	// stream holds both headers that differ.
+	for i, s := range []Server{Pri, Bak} {
+		path := b.OwnFile(s, name)
+		if err := os.WriteFile(path, body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mtime := time.Unix(1790000000+int64(i), 0)
+		if err := os.Chtimes(path, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gw := b.StartGateway("--probe-interval", "100ms", "--probe-misses", "50", "--probe-rise", "3", "--probe-http", "/index.html")
+	capture := b.StartTcpdump(b.Client(), "eth0", "tcp and host "+VIP)
+	b.MustRun(b.Backup(), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "4k", "limit", "1mb")
+	// The limit is lifted by raising the rate: deleting the qdisc would drop
+	// what it queued, bytes below what the client acknowledged that the
+	// backup never sends again, and the comparison would stop there.
+	unlimit := func() {
+		b.MustRun(b.Backup(), "tc", "qdisc", "change", "dev", "eth0", "root", "tbf", "rate", "10gbit", "burst", "1mb", "limit", "1mb")
+	}
+	t.Cleanup(func() { _ = b.Run(b.Backup(), "tc", "qdisc", "del", "dev", "eth0", "root") })
+	paths := make([]string, requests)
+	for i := range paths {
+		paths[i] = "/own/" + name
+	}
+	// 300 replies a second to the client, 150 to the backup's link: the
+	// backup falls behind by some 60 KiB a second, under the lead bound.
+	run := b.Background(func() (*Transfer, error) {
+		return b.DownloadAll(nil, paths, "--rate", "300/s", "--max-time", "20")
+	})
+	// The fault comes once the flow looks diverged: the backup is more
+	// than two blocks behind, compared by whole blocks.
+	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		fl := flowsJSON(t, b)
+		if len(fl) == 1 && fl[0].Protection == "diverged" {
+			break
+		}
+		if run.Done() || time.Now().After(deadline) {
+			t.Fatalf("the flow never looked diverged before the requests ended: %+v", fl)
+		}
+	}
+	b.Inject(Crash, Pri)
+	unlimit()
+	tr, err := run.Wait()
+	pkts := capture.Stop()
+	logGateway(t, b)
+	ev := gatewayStatus(t, b).Packets.Events
+	t.Logf("gateway: %d flows taken over, %d reset (%d diverged); reply blocks %d compared, %d differed",
+		ev["takeovers"], ev["flows_reset"], ev["divergences"], ev["blocks_compared"], ev["blocks_differed"])
+	if err != nil {
+		t.Errorf("the client's requests failed: %v", err)
+	} else if want := int64(requests * len(body)); tr.Bytes != want || tr.NumConnects != 1 {
+		t.Errorf("%d GETs: %d bytes over %d connections, want %d over 1", requests, tr.Bytes, tr.NumConnects, want)
+	}
+	if ev["takeovers"] != 1 || ev["divergences"] != 0 {
+		t.Errorf("%d takeovers, %d divergences; want the one flow taken over, none diverged", ev["takeovers"], ev["divergences"])
+	}
+	if rsts := pkts.ClientRSTs(); len(rsts) != 0 {
+		t.Errorf("the client received %d RSTs:\n%s", len(rsts), rsts)
+	}
+	if t.Failed() {
+		t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
+	}
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
