@@ -161,9 +161,28 @@ type comparer struct {
 	splice uint32
 }
 
+// resync moves leg i's hashing past bytes it will never see, up to the
+// first block boundary at or after off, and the comparison with it: the
+// sums of the blocks the gap touched are not the leg's. A shadow's segment
+// lost on its way to the gateway is not sent again once the gateway
+// acknowledged past it on the client's behalf (the client holds the live
+// leg's copy), and without this the comparison would stop there for good.
+func (c *comparer) resync(i uint8, off uint32) {
+	s := &c.legs[i]
+	next := (off + cmpBlock - 1) / cmpBlock * cmpBlock
+	if int32(next-s.off) <= 0 {
+		return
+	}
+	s.off, s.subCur, s.tail = next, 0, 0
+	if u := next / cmpSub; int32(u-c.unit) > 0 {
+		c.unit = u
+	}
+}
+
 // feed hashes the part of a segment at stream offset off that extends leg
 // i's contiguous prefix, then compares what both legs now have in common.
-// Out-of-order bytes are skipped: a retransmission fills the gap later.
+// Out-of-order bytes are skipped: a retransmission fills the gap later, or
+// resync skips it.
 func (c *comparer) feed(i uint8, off uint32, data []byte) (compared, agreed int) {
 	s := &c.legs[i]
 	d := int32(s.off - off)

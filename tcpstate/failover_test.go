@@ -461,6 +461,62 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 	}
 }
 
+// TestComparisonResumesAfterLostShadowSegment: a lagging backup's segment
+// lost before the gateway is never sent again once the client acknowledged
+// the primary's copy — the gateway acknowledges the backup up to it — so
+// the comparison moves past the gap instead of stopping there: a reply
+// that differs after it is seen, and so is one that agrees. A gap the
+// client has not acknowledged is left for the backup's retransmission.
+func TestComparisonResumesAfterLostShadowSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		acked    int // of the primary's stream, by the client
+		differs  bool
+		resyncs  uint64
+		compared uint64
+		diverged bool
+	}{
+		// After the gap, blocks 2 and 3 whole (the primary no longer holds
+		// their sub-blocks) and the 30 full sub-blocks of 4 and 5.
+		{"same reply after an acknowledged gap", 6000, false, 1, 2 + 30, false},
+		{"different reply after an acknowledged gap", 6000, true, 1, 2 + 30, true},
+		// The backup resends the gap and what followed it: blocks 0 to 3
+		// whole, and 4 and 5.
+		{"gap not acknowledged", 1000, false, 0, 4 + 30, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, 10, 20, 30)
+			b.handshake()
+			p := replyBytes(6000)
+			bk := append([]byte(nil), p...)
+			if tc.differs {
+				for i := 4100; i < len(bk); i++ {
+					bk[i] = ^p[i]
+				}
+			}
+			for off := 0; off < 6000; off += 1000 {
+				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), p[off:off+1000])
+			}
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1+rewrite.Seq(tc.acked), rewrite.ACK, cTS0+1, pTS0+1), nil)
+			// [1000, 2000) does not reach the gateway the first time.
+			offs := []int{0, 2000, 3000, 4000, 5000}
+			if tc.resyncs == 0 {
+				offs = []int{0, 2000, 1000, 2000, 3000, 4000, 5000}
+			}
+			for _, off := range offs {
+				b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0+1), bk[off:off+1000])
+			}
+			c := b.tab.Stats.Counters
+			if c[CompareResyncs] != tc.resyncs || c[BlocksCompared] != tc.compared {
+				t.Fatalf("compare_resyncs %d, blocks compared %d; want %d, %d", c[CompareResyncs], c[BlocksCompared], tc.resyncs, tc.compared)
+			}
+			if d := b.flow().Diverged(); d != tc.diverged {
+				t.Fatalf("diverged %v, want %v", d, tc.diverged)
+			}
+		})
+	}
+}
+
 // TestHandshakeRetryAfterServiceLoss: a flow whose only server died in the
 // handshake is closed; the client's retried SYN starts a new flow.
 func TestHandshakeRetryAfterServiceLoss(t *testing.T) {

@@ -44,6 +44,7 @@ const (
 	AcksRepeatSkipped                // client ACKs not sent to a lagging leg: clamped, they repeated what it was told
 	StaleConnsReset                  // a server's older connection on a new flow's 4-tuple reset, so its SYN is answered
 	ChallengeAcks                    // ACKs answering a client's SYN with another ISN on a live flow (RFC 5961)
+	CompareResyncs                   // reply comparisons moved past a shadow's bytes lost before the gateway and never resent
 	NumCounters
 )
 
@@ -56,7 +57,7 @@ var counterNames = [NumCounters]string{
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
 	"lead_limits", "lead_graces", "acks_repeat_skipped", "stale_conns_reset",
-	"challenge_acks",
+	"challenge_acks", "compare_resyncs",
 }
 
 func (c Counter) String() string { return counterNames[c] }

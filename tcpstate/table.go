@@ -962,6 +962,12 @@ func (t *Table) compareReply(f *Flow, i uint8, off uint32, data []byte) {
 		f.cmp = new(comparer)
 	}
 	rec := f.cmp.recovered
+	if gap := f.cmp.legs[i].off; int32(off-gap) > 0 && int32(f.legs[i].offset(f.ackable(i))-gap) > 0 {
+		// The gap lies below what the gateway acknowledges of this leg:
+		// the leg will not send it again.
+		f.cmp.resync(i, off)
+		t.count(CompareResyncs)
+	}
 	n, ok := f.cmp.feed(i, off, data)
 	t.Stats.Counters[BlocksCompared] += uint64(n)
 	t.Stats.Counters[BlocksDiffered] += uint64(n - ok)
