@@ -134,6 +134,13 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	if f.cli.hasAck {
 		f.replayNext = f.legs[f.vis].offset(f.cli.ack)
 	}
+	if f.cmp.diverged() {
+		// Judged at the splice (divergedAt): until a comparison agrees,
+		// none of the new leg's bytes go to the client, not even the
+		// buffered ones it may lack; the leg resends those itself.
+		t.kick(f, kickRelease)
+		return
+	}
 	t.kick(f, kickRelease|kickReplay)
 }
 

@@ -399,16 +399,27 @@ func TestSpliceCheckAfterTakeover(t *testing.T) {
 // behind is compared by whole blocks, so its Date header, ticked past the
 // primary's, leaves the flow looking diverged until its next block is
 // compared. A takeover then is judged when the backup's stream reaches what
-// the client has, not at once: a Date difference is followed by agreeing
-// bytes and the flow goes on; a different reply is reset before any byte of
-// it past the splice reaches the client.
+// the client has (the splice 5000), not at once. Until a comparison agrees,
+// none of the backup's bytes reach the client, not even ones below the
+// splice the client may lack. A Date difference is followed by agreeing
+// bytes and the flow goes on; a different reply, or one that closes at or
+// short of the splice, is reset.
 func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
+	const splice = 5000
 	for _, tc := range []struct {
 		name    string
-		resetOK bool
+		acked   int  // of the primary's stream, by the client
+		differs bool // the backup's reply differs from byte 1100 on
+		finAt   int  // where the backup closes (0: it does not)
+		reset   bool
+		past    int // bytes past the splice the client gets
 	}{
-		{"Date header in a whole block", false},
-		{"different reply", true},
+		{"Date header in a whole block", splice, false, 0, false, 1000},
+		{"Date header, client short of the splice", 50, false, 0, false, 1000},
+		{"different reply", splice, true, 0, true, 0},
+		{"different reply, client short of the splice", 50, true, 0, true, 0},
+		{"different reply closing at the splice", splice, true, splice, true, 0},
+		{"same reply closing short of the splice", splice, false, 4100, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t, 10, 20, 30)
@@ -416,15 +427,15 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 			p := replyBytes(6000)
 			bk := append([]byte(nil), p...)
 			copy(bk[100:], "Date: other second")
-			if tc.resetOK {
+			if tc.differs {
 				for i := 1100; i < len(bk); i++ {
 					bk[i] = ^p[i]
 				}
 			}
-			for off := 0; off < 5000; off += 1000 {
+			for off := 0; off < splice; off += 1000 {
 				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), p[off:off+1000])
 			}
-			b.feed(true, b.fromClient(b.cISN+1, b.pISN+5001, rewrite.ACK, cTS0+1, pTS0+1), nil)
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1+rewrite.Seq(tc.acked), rewrite.ACK, cTS0+1, pTS0+1), nil)
 			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0+1), bk[:1100])
 			if !b.flow().Diverged() {
 				t.Fatal("the setup: the backup's first block, compared whole, should differ")
@@ -432,30 +443,40 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 			if rec := b.tab.ServerDown(b.now, 0, "probe"); rec.FlowsMoved != 1 || rec.FlowsReset != 0 {
 				t.Fatalf("takeover with the backup 3900 bytes short of the splice: %+v, want the flow moved", rec)
 			}
-			b.tick(0)
 			var rst, past int
-			for _, seg := range [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}} {
-				for _, s := range b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(seg[0]), b.cISN+1, rewrite.ACK, 125, bTS0+2, cTS0+1), bk[seg[0]:seg[1]]) {
-					if s.side != ClientSide {
-						continue
-					}
-					if s.tcp.RST {
-						rst++
-					}
-					splice, start := b.pISN+5001, rewrite.Seq(s.tcp.Seq)
-					if end := start.Add(uint32(len(s.payload))); splice.LessThan(end) {
-						past += int(end - rewrite.SeqMax(start, splice))
-					}
+			var got []seg
+			got = append(got, b.tick(0)...)
+			for _, sg := range [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}} {
+				flags := uint8(rewrite.ACK)
+				if tc.finAt > 0 && sg[1] >= tc.finAt {
+					sg[1], flags = tc.finAt, rewrite.ACK|rewrite.FIN
+				}
+				got = append(got, b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(sg[0]), b.cISN+1, flags, 125, bTS0+2, cTS0+1), bk[sg[0]:sg[1]])...)
+				if flags&rewrite.FIN != 0 {
+					break
 				}
 			}
-			if tc.resetOK {
-				if rst != 1 || past != 0 || b.tab.Stats.Counters[Divergences] != 1 {
-					t.Fatalf("different reply: %d resets, %d bytes past the splice, %d divergences; want 1, 0, 1", rst, past, b.tab.Stats.Counters[Divergences])
+			for _, s := range got {
+				if s.side != ClientSide {
+					continue
 				}
-				return
+				if s.tcp.RST {
+					rst++
+				}
+				start := int(rewrite.Seq(s.tcp.Seq) - (b.pISN + 1))
+				end := start + len(s.payload)
+				if len(s.payload) > 0 && start < 1100 {
+					t.Errorf("the backup's bytes %d to %d, compared as different, reached the client", start, end)
+				}
+				if tc.differs && len(s.payload) > 0 {
+					t.Errorf("the different reply's bytes %d to %d reached the client", start, end)
+				}
+				if end > splice {
+					past += end - max(start, splice)
+				}
 			}
-			if rst != 0 || past != 1000 || b.tab.Stats.Counters[Divergences] != 0 {
-				t.Fatalf("Date difference: %d resets, %d bytes past the splice, %d divergences; want 0, 1000, 0", rst, past, b.tab.Stats.Counters[Divergences])
+			if got := rst == 1; got != tc.reset || past != tc.past || b.tab.Stats.Counters[Divergences] != uint64(rst) {
+				t.Fatalf("%d resets, %d bytes past the splice, %d divergences; want reset %v, %d bytes", rst, past, b.tab.Stats.Counters[Divergences], tc.reset, tc.past)
 			}
 		})
 	}
@@ -476,13 +497,18 @@ func TestComparisonResumesAfterLostShadowSegment(t *testing.T) {
 		compared uint64
 		diverged bool
 	}{
-		// After the gap, blocks 2 and 3 whole (the primary no longer holds
-		// their sub-blocks) and the 30 full sub-blocks of 4 and 5.
-		{"same reply after an acknowledged gap", 6000, false, 1, 2 + 30, false},
-		{"different reply after an acknowledged gap", 6000, true, 1, 2 + 30, true},
+		// The resync comes with the backup's segment after the gateway's
+		// ACK past the gap: block 3 whole (the primary no longer holds its
+		// sub-blocks) and the 30 full sub-blocks of 4 and 5.
+		{"same reply after an acknowledged gap", 6000, false, 1, 1 + 30, false},
+		{"different reply after an acknowledged gap", 6000, true, 1, 1 + 30, true},
 		// The backup resends the gap and what followed it: blocks 0 to 3
 		// whole, and 4 and 5.
 		{"gap not acknowledged", 1000, false, 0, 4 + 30, false},
+		// Acknowledged to 1500 only: the resync goes to the block after
+		// it, and the backup's resent bytes from there are compared:
+		// blocks 2 and 3 whole, and 4 and 5.
+		{"gap acknowledged in part", 1500, false, 1, 2 + 30, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t, 10, 20, 30)
@@ -500,8 +526,11 @@ func TestComparisonResumesAfterLostShadowSegment(t *testing.T) {
 			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1+rewrite.Seq(tc.acked), rewrite.ACK, cTS0+1, pTS0+1), nil)
 			// [1000, 2000) does not reach the gateway the first time.
 			offs := []int{0, 2000, 3000, 4000, 5000}
-			if tc.resyncs == 0 {
+			switch {
+			case tc.resyncs == 0:
 				offs = []int{0, 2000, 1000, 2000, 3000, 4000, 5000}
+			case tc.acked < 2000:
+				offs = []int{0, 4000, 5000, 1000, 2000, 3000, 4000, 5000}
 			}
 			for _, off := range offs {
 				b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0+1), bk[off:off+1000])

@@ -45,6 +45,7 @@ const (
 	StaleConnsReset                  // a server's older connection on a new flow's 4-tuple reset, so its SYN is answered
 	ChallengeAcks                    // ACKs answering a client's SYN with another ISN on a live flow (RFC 5961)
 	CompareResyncs                   // reply comparisons moved past a shadow's bytes lost before the gateway and never resent
+	HeldBelowSplice                  // segments of a taken-over flow's new live server kept from the client while its reply looked different
 	NumCounters
 )
 
@@ -57,7 +58,7 @@ var counterNames = [NumCounters]string{
 	"blocks_differed", "premature_fins", "fenced", "replayed_bytes", "replay_overflows", "ack_lags", "unknown_resets",
 	"half_open_evicted", "unknown_probes", "acks_held", "syn_retries", "drain_cutoffs",
 	"lead_limits", "lead_graces", "acks_repeat_skipped", "stale_conns_reset",
-	"challenge_acks", "compare_resyncs",
+	"challenge_acks", "compare_resyncs", "held_below_splice",
 }
 
 func (c Counter) String() string { return counterNames[c] }

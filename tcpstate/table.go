@@ -921,14 +921,18 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	t.deliverHeldFin(f, i, out)
 	news := prevAck != l.ack || prevRE != l.rightEdge
 	switch {
-	case i == f.live && f.takenOver && f.cmp.diverged() &&
-		int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.cmp.splice) > 0:
-		// The new live leg's reply, where it last met what the client
-		// already has, differs from it: what follows is not the same reply.
-		// A clean reset, never a spliced one.
+	case i == f.live && f.takenOver && f.splicedApart(l, p):
+		// A clean reset, never a spliced reply.
 		t.count(Divergences)
 		t.note(f, EventReset, "diverged", l.server)
 		t.resetFlow(f)
+	case i == f.live && f.takenOver && f.cmp.diverged() && p.PayloadLen() > 0:
+		// Bytes below the splice while the last comparison differs: the
+		// client holds the old leg's copy and is not given this one (the
+		// leg resends any it lacks, judged again then). What the segment
+		// acknowledges goes on as a pure ACK.
+		t.count(HeldBelowSplice)
+		t.kick(f, kickRelease)
 	case i == f.live:
 		t.checkAckLag(f)
 		t.toClient(f, p, news, out)
@@ -937,6 +941,21 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.absorb(f, i, p, prevAck, prevRE, out)
 	}
 	t.checkClosed(now, f)
+}
+
+// splicedApart reports whether segment p of the live leg l, after a
+// takeover, would give the client a reply other than the one it holds up
+// to the splice: the leg's stream passes the splice, or closes at it, while
+// the last comparison differed; or it closes short of the splice, where
+// the client has bytes the leg never sent.
+func (f *Flow) splicedApart(l *leg, p *rewrite.Packet) bool {
+	if f.cmp == nil {
+		return false
+	}
+	if p.Flags()&rewrite.FIN != 0 && int32(l.offset(l.finSeq)-f.cmp.splice) < 0 {
+		return true
+	}
+	return f.cmp.diverged() && int32(l.offset(p.Seq().Add(p.SegLen()))-f.cmp.splice) > 0
 }
 
 // serverAcceptable applies RFC 9293's acceptability tests to a segment of
@@ -962,9 +981,13 @@ func (t *Table) compareReply(f *Flow, i uint8, off uint32, data []byte) {
 		f.cmp = new(comparer)
 	}
 	rec := f.cmp.recovered
-	if gap := f.cmp.legs[i].off; int32(off-gap) > 0 && int32(f.legs[i].offset(f.ackable(i))-gap) > 0 {
-		// The gap lies below what the gateway acknowledges of this leg:
-		// the leg will not send it again.
+	if gap, acked := f.cmp.legs[i].off, f.legs[i].offset(f.legs[i].acked); int32(off-gap) > 0 && int32(acked-gap) > 0 {
+		// The gap begins below what the gateway acknowledged to this leg:
+		// the leg will not send that part again. What lies above it may
+		// still come, resent.
+		if int32(acked-off) < 0 {
+			off = acked
+		}
 		f.cmp.resync(i, off)
 		t.count(CompareResyncs)
 	}
