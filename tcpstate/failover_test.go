@@ -444,6 +444,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 				t.Fatalf("takeover with the backup 3900 bytes short of the splice: %+v, want the flow moved", rec)
 			}
 			var rst, past int
+			var bakAck rewrite.Seq
 			var got []seg
 			got = append(got, b.tick(0)...)
 			for _, sg := range [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}} {
@@ -458,6 +459,9 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 			}
 			for _, s := range got {
 				if s.side != ClientSide {
+					if [4]byte(s.ip.DstIP.To4()) == backupIP && s.tcp.ACK && bakAck.LessThan(rewrite.Seq(s.tcp.Ack)) {
+						bakAck = rewrite.Seq(s.tcp.Ack)
+					}
 					continue
 				}
 				if s.tcp.RST {
@@ -474,6 +478,12 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 				if end > splice {
 					past += end - max(start, splice)
 				}
+			}
+			// Bytes held from the client that it has are acknowledged to the
+			// backup, or it would stall resending them: the different reply's
+			// [1100, 4100) before the reset.
+			if tc.differs && tc.acked == splice && bakAck != b.bISN+4101 {
+				t.Errorf("the backup was acknowledged to %d, want %d: the held bytes the client has", bakAck-(b.bISN+1), 4100)
 			}
 			if got := rst == 1; got != tc.reset || past != tc.past || b.tab.Stats.Counters[Divergences] != uint64(rst) {
 				t.Fatalf("%d resets, %d bytes past the splice, %d divergences; want reset %v, %d bytes", rst, past, b.tab.Stats.Counters[Divergences], tc.reset, tc.past)

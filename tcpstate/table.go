@@ -930,9 +930,12 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		// Bytes below the splice while the last comparison differs: the
 		// client holds the old leg's copy and is not given this one (the
 		// leg resends any it lacks, judged again then). What the segment
-		// acknowledges goes on as a pure ACK.
+		// acknowledges goes on as a pure ACK, and the gateway acknowledges
+		// it to the leg as far as the client has the bytes: the client,
+		// not shown them, will not, and the leg would stall on its
+		// congestion window, resending into the hold.
 		t.count(HeldBelowSplice)
-		t.kick(f, kickRelease)
+		t.kick(f, kickRelease|kickAck0<<i)
 	case i == f.live:
 		t.checkAckLag(f)
 		t.toClient(f, p, news, out)

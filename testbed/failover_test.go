@@ -688,8 +688,8 @@ func TestFailoverLaggingBackup(t *testing.T) {
 	pkts := capture.Stop()
 	logGateway(t, b)
 	ev := gatewayStatus(t, b).Packets.Events
-	t.Logf("gateway: %d flows taken over, %d reset (%d diverged); reply blocks %d compared, %d differed",
-		ev["takeovers"], ev["flows_reset"], ev["divergences"], ev["blocks_compared"], ev["blocks_differed"])
+	t.Logf("gateway: %d flows taken over, %d reset (%d diverged); reply blocks %d compared, %d differed; %d of the backup's segments held below the splice",
+		ev["takeovers"], ev["flows_reset"], ev["divergences"], ev["blocks_compared"], ev["blocks_differed"], ev["held_below_splice"])
 	if err != nil {
 		t.Errorf("the client's requests failed: %v", err)
 	} else if want := int64(requests * len(body)); tr.Bytes != want || tr.NumConnects != 1 {
