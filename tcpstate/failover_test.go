@@ -410,7 +410,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 		name    string
 		acked   int  // of the primary's stream, by the client
 		differs bool // the backup's reply differs from byte 1100 on
-		finAt   int  // where the backup closes (0: it does not)
+		finAt   int  // where the backup closes (0: it does not; -1: it resends [1100, 2100) only)
 		reset   bool
 		past    int // bytes past the splice the client gets
 	}{
@@ -420,6 +420,9 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 		{"different reply, client short of the splice", 50, true, 0, true, 0},
 		{"different reply closing at the splice", splice, true, splice, true, 0},
 		{"same reply closing short of the splice", splice, false, 4100, true, 0},
+		// The client lacks [1500, 5000): the backup's different bytes there
+		// cannot be held for good, nor given.
+		{"different reply the client lacks, resent", 1500, true, -1, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t, 10, 20, 30)
@@ -447,7 +450,11 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 			var bakAck rewrite.Seq
 			var got []seg
 			got = append(got, b.tick(0)...)
-			for _, sg := range [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}} {
+			segs := [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}}
+			if tc.finAt < 0 {
+				segs = [][2]int{{1100, 2100}, {1100, 2100}}
+			}
+			for _, sg := range segs {
 				flags := uint8(rewrite.ACK)
 				if tc.finAt > 0 && sg[1] >= tc.finAt {
 					sg[1], flags = tc.finAt, rewrite.ACK|rewrite.FIN

@@ -927,13 +927,22 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.note(f, EventReset, "diverged", l.server)
 		t.resetFlow(f)
 	case i == f.live && f.takenOver && f.cmp.diverged() && p.PayloadLen() > 0:
-		// Bytes below the splice while the last comparison differs: the
-		// client holds the old leg's copy and is not given this one (the
-		// leg resends any it lacks, judged again then). What the segment
-		// acknowledges goes on as a pure ACK, and the gateway acknowledges
-		// it to the leg as far as the client has the bytes: the client,
-		// not shown them, will not, and the leg would stall on its
-		// congestion window, resending into the hold.
+		if f.cli.hasAck && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.legs[f.vis].offset(f.cli.ack)) > 0 {
+			// The client lacks bytes of this segment (the old leg's copy
+			// was lost on its way), and the last comparison says they may
+			// not be the ones it had coming. Held, the leg would resend
+			// them into the hold for good: a clean reset.
+			t.count(Divergences)
+			t.note(f, EventReset, "diverged", l.server)
+			t.resetFlow(f)
+			break
+		}
+		// Bytes below the splice that the client has, while the last
+		// comparison differs: the client is not given this leg's copy.
+		// What the segment acknowledges goes on as a pure ACK, and the
+		// gateway acknowledges the bytes to the leg: the client, not shown
+		// them, will not, and the leg would stall on its congestion
+		// window, resending into the hold.
 		t.count(HeldBelowSplice)
 		t.kick(f, kickRelease|kickAck0<<i)
 	case i == f.live:
