@@ -410,7 +410,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 		name    string
 		acked   int  // of the primary's stream, by the client
 		differs bool // the backup's reply differs from byte 1100 on
-		finAt   int  // where the backup closes (0: it does not; -1: it resends [1100, 2100) only)
+		finAt   int  // where the backup closes (0: it does not; -1: it resends [1100, 2100) only; -2: it does not, another Date at 1150, the client acks the splice after [1100, 2100))
 		reset   bool
 		past    int // bytes past the splice the client gets
 	}{
@@ -423,6 +423,10 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 		// The client lacks [1500, 5000): the backup's different bytes there
 		// cannot be held for good, nor given.
 		{"different reply the client lacks, resent", 1500, true, -1, true, 0},
+		// The client has [1500, 5000) but its ACK is late, delayed: the
+		// backup's first copy, differing in a second Date-like header, is
+		// held until it comes.
+		{"Date headers in two blocks, the client's ACK late", 1500, false, -2, false, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t, 10, 20, 30)
@@ -434,6 +438,9 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 				for i := 1100; i < len(bk); i++ {
 					bk[i] = ^p[i]
 				}
+			}
+			if tc.finAt == -2 {
+				copy(bk[1150:], "Date: other second")
 			}
 			for off := 0; off < splice; off += 1000 {
 				b.feed(false, b.fromServer(primaryIP, b.pISN+1+rewrite.Seq(off), b.cISN+1, rewrite.ACK, 500, pTS0+1, cTS0), p[off:off+1000])
@@ -451,7 +458,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 			var got []seg
 			got = append(got, b.tick(0)...)
 			segs := [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}}
-			if tc.finAt < 0 {
+			if tc.finAt == -1 {
 				segs = [][2]int{{1100, 2100}, {1100, 2100}}
 			}
 			for _, sg := range segs {
@@ -460,6 +467,9 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 					sg[1], flags = tc.finAt, rewrite.ACK|rewrite.FIN
 				}
 				got = append(got, b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(sg[0]), b.cISN+1, flags, 125, bTS0+2, cTS0+1), bk[sg[0]:sg[1]])...)
+				if tc.finAt == -2 && sg[0] == 1100 {
+					got = append(got, b.feed(true, b.fromClient(b.cISN+1, b.pISN+1+splice, rewrite.ACK, cTS0+2, pTS0+1), nil)...)
+				}
 				if flags&rewrite.FIN != 0 {
 					break
 				}

@@ -885,6 +885,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	if p.Seq().LessThan(l.acked) {
 		l.resent = true
 	}
+	sentBefore := !l.sndNxt.LessThan(p.Seq().Add(p.SegLen())) // all of it: a resend
 	if val, ecr, ok := p.Timestamps(); ok {
 		if !rewrite.TSLess(val, l.tsLast) {
 			l.tsLast = val
@@ -927,11 +928,12 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		t.note(f, EventReset, "diverged", l.server)
 		t.resetFlow(f)
 	case i == f.live && f.takenOver && f.cmp.diverged() && p.PayloadLen() > 0:
-		if f.cli.hasAck && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.legs[f.vis].offset(f.cli.ack)) > 0 {
-			// The client lacks bytes of this segment (the old leg's copy
-			// was lost on its way), and the last comparison says they may
-			// not be the ones it had coming. Held, the leg would resend
-			// them into the hold for good: a clean reset.
+		if sentBefore && f.cli.hasAck && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.legs[f.vis].offset(f.cli.ack)) > 0 {
+			// The leg resends bytes the client still lacks (the old leg's
+			// copy was lost on its way; any ACK the client delayed has come
+			// by the leg's retransmission timeout), and the last comparison
+			// says they may not be the ones it had coming. Held, the leg
+			// would resend them into the hold for good: a clean reset.
 			t.count(Divergences)
 			t.note(f, EventReset, "diverged", l.server)
 			t.resetFlow(f)
