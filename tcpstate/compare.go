@@ -161,22 +161,29 @@ type comparer struct {
 	splice uint32
 }
 
-// resync moves leg i's hashing past bytes it will never see, up to the
-// first block boundary at or after off, and the comparison with it: the
-// sums of the blocks the gap touched are not the leg's. A shadow's segment
-// lost on its way to the gateway is not sent again once the gateway
-// acknowledged past it on the client's behalf (the client holds the live
-// leg's copy), and without this the comparison would stop there for good.
-func (c *comparer) resync(i uint8, off uint32) {
+// resync handles a segment of leg i at off past the leg's hashed prefix,
+// when the gateway acknowledged the leg up to acked: the part of the gap
+// below acked will never be sent again (a shadow's segment lost on its way
+// here is not resent once the gateway acknowledged past it on the client's
+// behalf, the client holding the live leg's copy), and without this the
+// comparison would stop there for good. Hashing and the comparison move to
+// the first block boundary at or after the gap's lasting part, as the sums
+// of the blocks it touched are not the leg's; what lies above acked may
+// still come, resent. It reports whether it moved.
+func (c *comparer) resync(i uint8, off, acked uint32) bool {
 	s := &c.legs[i]
-	next := (off + cmpBlock - 1) / cmpBlock * cmpBlock
-	if int32(next-s.off) <= 0 {
-		return
+	if int32(acked-s.off) <= 0 {
+		return false
 	}
+	if int32(acked-off) < 0 {
+		off = acked
+	}
+	next := (off + cmpBlock - 1) / cmpBlock * cmpBlock
 	s.off, s.subCur, s.tail = next, 0, 0
 	if u := next / cmpSub; int32(u-c.unit) > 0 {
 		c.unit = u
 	}
+	return true
 }
 
 // feed hashes the part of a segment at stream offset off that extends leg

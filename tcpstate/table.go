@@ -995,14 +995,7 @@ func (t *Table) compareReply(f *Flow, i uint8, off uint32, data []byte) {
 		f.cmp = new(comparer)
 	}
 	rec := f.cmp.recovered
-	if gap, acked := f.cmp.legs[i].off, f.legs[i].offset(f.legs[i].acked); int32(off-gap) > 0 && int32(acked-gap) > 0 {
-		// The gap begins below what the gateway acknowledged to this leg:
-		// the leg will not send that part again. What lies above it may
-		// still come, resent.
-		if int32(acked-off) < 0 {
-			off = acked
-		}
-		f.cmp.resync(i, off)
+	if int32(off-f.cmp.legs[i].off) > 0 && f.cmp.resync(i, off, f.legs[i].offset(f.legs[i].acked)) {
 		t.count(CompareResyncs)
 	}
 	n, ok := f.cmp.feed(i, off, data)
