@@ -98,15 +98,13 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	f.legs[failed].up = false
 	t.kick(f, kickFence0<<failed)
 	splice := f.legs[f.vis].offset(f.nxtSent)
-	diverged := f.cmp.divergedAt(o, splice)
-	if !ol.up || f.prot != Protected || diverged {
-		why := "no_shadow"
-		if diverged {
-			t.count(Divergences)
-			why = "diverged"
-		}
-		t.note(f, EventReset, why, f.legs[failed].server)
+	if !ol.up || f.prot != Protected {
+		t.note(f, EventReset, "no_shadow", f.legs[failed].server)
 		t.resetFlow(f)
+		return
+	}
+	if f.cmp.divergedAt(o, splice) {
+		t.resetDiverged(f, f.legs[failed].server)
 		return
 	}
 	f.live = o

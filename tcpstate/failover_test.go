@@ -410,23 +410,28 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 		name    string
 		acked   int  // of the primary's stream, by the client
 		differs bool // the backup's reply differs from byte 1100 on
-		finAt   int  // where the backup closes (0: it does not; -1: it resends [1100, 2100) only; -2: it does not, another Date at 1150, the client acks the splice after [1100, 2100))
+		finAt   int  // where the backup closes; 0: it does not
+		// resend: the backup sends [1100, 2100) twice and nothing more.
+		resend bool
+		// lateAck: a second Date-like difference at 1150, and the client's
+		// ACK of the splice comes after the backup's [1100, 2100).
+		lateAck bool
 		reset   bool
 		past    int // bytes past the splice the client gets
 	}{
-		{"Date header in a whole block", splice, false, 0, false, 1000},
-		{"Date header, client short of the splice", 50, false, 0, false, 1000},
-		{"different reply", splice, true, 0, true, 0},
-		{"different reply, client short of the splice", 50, true, 0, true, 0},
-		{"different reply closing at the splice", splice, true, splice, true, 0},
-		{"same reply closing short of the splice", splice, false, 4100, true, 0},
+		{name: "Date header in a whole block", acked: splice, past: 1000},
+		{name: "Date header, client short of the splice", acked: 50, past: 1000},
+		{name: "different reply", acked: splice, differs: true, reset: true},
+		{name: "different reply, client short of the splice", acked: 50, differs: true, reset: true},
+		{name: "different reply closing at the splice", acked: splice, differs: true, finAt: splice, reset: true},
+		{name: "same reply closing short of the splice", acked: splice, finAt: 4100, reset: true},
 		// The client lacks [1500, 5000): the backup's different bytes there
 		// cannot be held for good, nor given.
-		{"different reply the client lacks, resent", 1500, true, -1, true, 0},
+		{name: "different reply the client lacks, resent", acked: 1500, differs: true, resend: true, reset: true},
 		// The client has [1500, 5000) but its ACK is late, delayed: the
-		// backup's first copy, differing in a second Date-like header, is
-		// held until it comes.
-		{"Date headers in two blocks, the client's ACK late", 1500, false, -2, false, 1000},
+		// backup's first copy, differing in a second header, is held until
+		// it comes.
+		{name: "Date headers in two blocks, the client's ACK late", acked: 1500, lateAck: true, past: 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t, 10, 20, 30)
@@ -439,7 +444,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 					bk[i] = ^p[i]
 				}
 			}
-			if tc.finAt == -2 {
+			if tc.lateAck {
 				copy(bk[1150:], "Date: other second")
 			}
 			for off := 0; off < splice; off += 1000 {
@@ -458,7 +463,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 			var got []seg
 			got = append(got, b.tick(0)...)
 			segs := [][2]int{{1100, 2100}, {2100, 3100}, {3100, 4100}, {4100, 5100}, {5100, 6000}}
-			if tc.finAt == -1 {
+			if tc.resend {
 				segs = [][2]int{{1100, 2100}, {1100, 2100}}
 			}
 			for _, sg := range segs {
@@ -467,7 +472,7 @@ func TestTakeoverLaggingBackupJudgedAtSplice(t *testing.T) {
 					sg[1], flags = tc.finAt, rewrite.ACK|rewrite.FIN
 				}
 				got = append(got, b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(sg[0]), b.cISN+1, flags, 125, bTS0+2, cTS0+1), bk[sg[0]:sg[1]])...)
-				if tc.finAt == -2 && sg[0] == 1100 {
+				if tc.lateAck && sg[0] == 1100 {
 					got = append(got, b.feed(true, b.fromClient(b.cISN+1, b.pISN+1+splice, rewrite.ACK, cTS0+2, pTS0+1), nil)...)
 				}
 				if flags&rewrite.FIN != 0 {

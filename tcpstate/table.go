@@ -885,7 +885,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	if p.Seq().LessThan(l.acked) {
 		l.resent = true
 	}
-	sentBefore := !l.sndNxt.LessThan(p.Seq().Add(p.SegLen())) // all of it: a resend
+	prevNxt := l.sndNxt
 	if val, ecr, ok := p.Timestamps(); ok {
 		if !rewrite.TSLess(val, l.tsLast) {
 			l.tsLast = val
@@ -921,30 +921,19 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	}
 	t.deliverHeldFin(f, i, out)
 	news := prevAck != l.ack || prevRE != l.rightEdge
+	splice := spliceGo
+	if i == f.live && f.takenOver {
+		splice = f.spliceCheck(l, p, prevNxt)
+	}
 	switch {
-	case i == f.live && f.takenOver && f.splicedApart(l, p):
-		// A clean reset, never a spliced reply.
-		t.count(Divergences)
-		t.note(f, EventReset, "diverged", l.server)
-		t.resetFlow(f)
-	case i == f.live && f.takenOver && f.cmp.diverged() && p.PayloadLen() > 0:
-		if sentBefore && f.cli.hasAck && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.legs[f.vis].offset(f.cli.ack)) > 0 {
-			// The leg resends bytes the client still lacks (the old leg's
-			// copy was lost on its way; any ACK the client delayed has come
-			// by the leg's retransmission timeout), and the last comparison
-			// says they may not be the ones it had coming. Held, the leg
-			// would resend them into the hold for good: a clean reset.
-			t.count(Divergences)
-			t.note(f, EventReset, "diverged", l.server)
-			t.resetFlow(f)
-			break
-		}
-		// Bytes below the splice that the client has, while the last
-		// comparison differs: the client is not given this leg's copy.
-		// What the segment acknowledges goes on as a pure ACK, and the
-		// gateway acknowledges the bytes to the leg: the client, not shown
-		// them, will not, and the leg would stall on its congestion
-		// window, resending into the hold.
+	case splice == spliceReset:
+		t.resetDiverged(f, l.server)
+	case splice == spliceHold:
+		// The client is not given this leg's copy of bytes it has. What
+		// the segment acknowledges goes on as a pure ACK, and the gateway
+		// acknowledges the bytes to the leg: the client, not shown them,
+		// will not, and the leg would stall on its congestion window,
+		// resending into the hold.
 		t.count(HeldBelowSplice)
 		t.kick(f, kickRelease|kickAck0<<i)
 	case i == f.live:
@@ -957,19 +946,53 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 	t.checkClosed(now, f)
 }
 
-// splicedApart reports whether segment p of the live leg l, after a
-// takeover, would give the client a reply other than the one it holds up
-// to the splice: the leg's stream passes the splice, or closes at it, while
-// the last comparison differed; or it closes short of the splice, where
-// the client has bytes the leg never sent.
-func (f *Flow) splicedApart(l *leg, p *rewrite.Packet) bool {
+// What a segment of the new live leg after a takeover may do (spliceCheck).
+const (
+	spliceGo    = iota // on to the client
+	spliceHold         // kept from the client, which has these bytes
+	spliceReset        // the flow cannot go on with this leg's reply
+)
+
+// spliceCheck judges segment p of the live leg l after a takeover, against
+// the client's copy of the old leg's reply up to the splice; prevNxt is the
+// leg's sndNxt before p. A clean reset, never a spliced reply:
+//   - a leg that closes short of the splice, where the client has bytes it
+//     never sent;
+//   - one that passes the splice, or closes at it, while the last
+//     comparison differed;
+//   - one that resends bytes the client still lacks while the comparison
+//     differs (the old leg's copy was lost on its way; any ACK the client
+//     delayed has come by the leg's retransmission timeout): held, they
+//     would be resent into the hold for good.
+//
+// Other bytes below the splice are held while the comparison differs: the
+// client has them, and this copy may not be the one it had coming.
+func (f *Flow) spliceCheck(l *leg, p *rewrite.Packet, prevNxt rewrite.Seq) int {
 	if f.cmp == nil {
-		return false
+		return spliceGo
 	}
-	if p.Flags()&rewrite.FIN != 0 && int32(l.offset(l.finSeq)-f.cmp.splice) < 0 {
-		return true
+	end := p.Seq().Add(p.SegLen())
+	switch {
+	case p.Flags()&rewrite.FIN != 0 && int32(l.offset(l.finSeq)-f.cmp.splice) < 0:
+		return spliceReset
+	case !f.cmp.diverged():
+		return spliceGo
+	case int32(l.offset(end)-f.cmp.splice) > 0:
+		return spliceReset
+	case p.PayloadLen() == 0:
+		return spliceGo
+	case !prevNxt.LessThan(end) && f.cli.hasAck && int32(l.offset(end)-f.legs[f.vis].offset(f.cli.ack)) > 0:
+		return spliceReset
 	}
-	return f.cmp.diverged() && int32(l.offset(p.Seq().Add(p.SegLen()))-f.cmp.splice) > 0
+	return spliceHold
+}
+
+// resetDiverged resets f, whose new live leg (server) would splice another
+// reply onto the client's.
+func (t *Table) resetDiverged(f *Flow, server uint8) {
+	t.count(Divergences)
+	t.note(f, EventReset, "diverged", server)
+	t.resetFlow(f)
 }
 
 // serverAcceptable applies RFC 9293's acceptability tests to a segment of
@@ -1484,9 +1507,9 @@ func (t *Table) synToServer(f *Flow, i uint8, out *Output) {
 // resetUnknown answers a segment of a connection the gateway does not know
 // — it restarted, the flow expired, or the sender is no longer in the flow —
 // with a reset, as a TCP endpoint does for a connection that does not exist
-// (RFC 9293 §3.10.7.1), so that neither side hangs on it. The reply leaves by the side p came in on.
-// Bounded per second: a flood of strays must not become a flood of resets.
-// It reports whether a reset left.
+// (RFC 9293 §3.10.7.1), so that neither side hangs on it. The reply leaves
+// by the side p came in on. Bounded per second: a flood of strays must not
+// become a flood of resets. It reports whether a reset left.
 func (t *Table) resetUnknown(p *rewrite.Packet, side Side, out *Output) (sent bool) {
 	flags := p.Flags()
 	if flags&rewrite.RST != 0 || !out.room(1) || !t.resetBudget() {
