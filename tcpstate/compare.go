@@ -41,7 +41,12 @@ func nh(w uint64, i int) uint64 {
 
 // streamSum hashes one leg's reply stream in order.
 type streamSum struct {
-	off    uint32 // bytes hashed, contiguous from the stream's start
+	// off counts the bytes hashed, contiguous from the stream's start, in
+	// 64 bits: a connection's reply passes 4 GiB (a large download, or a
+	// keep-alive connection's many replies), and the comparison's order
+	// tests must not turn round there. Segments give 32-bit offsets;
+	// past relates them to it.
+	off    uint64
 	subCur uint64 // NH of the current sub-block's whole words so far
 	tail   uint64 // the bytes after its last whole word, little-endian
 	subs   [2][cmpSubs]uint32
@@ -89,10 +94,14 @@ func (s *streamSum) add(data []byte) {
 
 func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
 
+// past is how far a segment's 32-bit stream offset lies past the leg's
+// hashed prefix (negative: before it); a segment is never 2 GiB away.
+func (s *streamSum) past(off uint32) int64 { return int64(int32(off - uint32(s.off))) }
+
 // endSub files the sub-block that ends at s.off, and the block when it is
 // the last of one.
 func (s *streamSum) endSub() {
-	last := s.off - 1
+	last := uint32(s.off - 1) // the low bits place it: 4 GiB holds whole blocks
 	blk := last / cmpBlock
 	s.subs[blk%2][last%cmpBlock/cmpSub] = subDigest(s.subCur)
 	s.subCur = 0
@@ -131,7 +140,7 @@ func blockSum(subs *[cmpSubs]uint32) uint32 {
 }
 
 // subAt returns the sum of sub-block j of block k if the leg still holds it.
-func (s *streamSum) subAt(k, j uint32) (uint32, bool) {
+func (s *streamSum) subAt(k, j uint64) (uint32, bool) {
 	if k*cmpSubs+j >= s.off/cmpSub || k+1 < s.off/cmpBlock {
 		return 0, false
 	}
@@ -139,7 +148,7 @@ func (s *streamSum) subAt(k, j uint32) (uint32, bool) {
 }
 
 // blockAt returns the sum of whole block k if the leg still holds it.
-func (s *streamSum) blockAt(k uint32) (uint32, bool) {
+func (s *streamSum) blockAt(k uint64) (uint32, bool) {
 	done := s.off / cmpBlock
 	if k >= done || done-k > cmpRing {
 		return 0, false
@@ -150,7 +159,7 @@ func (s *streamSum) blockAt(k uint32) (uint32, bool) {
 // comparer holds both legs' sums and what comparing them found.
 type comparer struct {
 	legs       [2]streamSum
-	unit       uint32 // next sub-block to compare, counted from the stream's start
+	unit       uint64 // next sub-block to compare, counted from the stream's start
 	compared   bool   // at least one comparison made
 	lastOK     bool   // the most recent comparison agreed
 	recovered  uint32 // agreements that followed a disagreement
@@ -160,6 +169,10 @@ type comparer struct {
 	// here; the new leg's bytes below it are duplicates it discards.
 	splice uint32
 }
+
+// ahead reports whether leg i's segment at stream offset off starts past
+// the leg's hashed prefix: a gap, which resync may skip.
+func (c *comparer) ahead(i uint8, off uint32) bool { return c.legs[i].past(off) > 0 }
 
 // resync handles a segment of leg i at off past the leg's hashed prefix,
 // when the gateway acknowledged the leg up to acked: the part of the gap
@@ -172,17 +185,13 @@ type comparer struct {
 // still come, resent. It reports whether it moved.
 func (c *comparer) resync(i uint8, off, acked uint32) bool {
 	s := &c.legs[i]
-	if int32(acked-s.off) <= 0 {
+	end := s.past(acked)
+	if end <= 0 {
 		return false
 	}
-	if int32(acked-off) < 0 {
-		off = acked
-	}
-	next := (off + cmpBlock - 1) / cmpBlock * cmpBlock
+	next := (s.off + uint64(min(s.past(off), end)) + cmpBlock - 1) / cmpBlock * cmpBlock
 	s.off, s.subCur, s.tail = next, 0, 0
-	if u := next / cmpSub; int32(u-c.unit) > 0 {
-		c.unit = u
-	}
+	c.unit = max(c.unit, next/cmpSub)
 	return true
 }
 
@@ -192,8 +201,8 @@ func (c *comparer) resync(i uint8, off, acked uint32) bool {
 // resync skips it.
 func (c *comparer) feed(i uint8, off uint32, data []byte) (compared, agreed int) {
 	s := &c.legs[i]
-	d := int32(s.off - off)
-	if d < 0 || int(d) >= len(data) {
+	d := -s.past(off)
+	if d < 0 || d >= int64(len(data)) {
 		return 0, 0
 	}
 	s.add(data[d:])
@@ -256,5 +265,5 @@ func (c *comparer) diverged() bool { return c != nil && c.compared && !c.lastOK 
 // ticked past the primary's, differs until the next block is compared —
 // one response later, which can be hundreds of milliseconds under load.
 func (c *comparer) divergedAt(i uint8, splice uint32) bool {
-	return c.diverged() && int32(c.legs[i].off-splice) >= 0
+	return c.diverged() && c.legs[i].past(splice) <= 0
 }

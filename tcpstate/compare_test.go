@@ -209,7 +209,7 @@ func TestStreamSumDetectsOneByte(t *testing.T) {
 					d[i] ^= flip
 					var s streamSum
 					s.add(d)
-					j := uint32(i / cmpSub)
+					j := uint64(i / cmpSub)
 					x, _ := s.subAt(0, j)
 					y, _ := base.subAt(0, j)
 					if x == y {
@@ -283,6 +283,100 @@ func TestStreamSumDetectsTwoWords(t *testing.T) {
 			}
 			if missed > 0 {
 				t.Errorf("%d of %d changes left the sub-block's sum unchanged", missed, trials)
+			}
+		})
+	}
+}
+
+// TestComparisonPastFourGiB: a reply stream's offsets pass 4 GiB in a large
+// download or on a long keep-alive connection. Past that point the
+// comparison goes on as it does below it: the same segments, fed to legs
+// that stand at 60 KiB or at 4 GiB less 4 KiB, are compared the same way and
+// given the same verdict — agreeing, telling a shifted reply, comparing a
+// lagging leg by whole blocks, skipping an acknowledged gap.
+func TestComparisonPastFourGiB(t *testing.T) {
+	const chunk = 64 << 10
+	fill := make([]byte, chunk)
+	rand.New(rand.NewSource(7)).Read(fill)
+	// prefix feeds both legs the same n bytes.
+	prefix := func(n uint32) comparer {
+		var c comparer
+		for off := uint32(0); off != n; {
+			k := min(uint32(chunk), n-off)
+			c.feed(0, off, fill[:k])
+			c.feed(1, off, fill[:k])
+			off += k
+		}
+		return c
+	}
+	low, high := uint32(60<<10), uint32(1<<32-4<<10) // high crosses 4 GiB 4 KiB on
+	bases := map[uint32]comparer{low: prefix(low), high: prefix(high)}
+	for at, c := range bases {
+		if c.diverged() || !c.compared {
+			t.Fatalf("the first %d bytes: compared %v, diverged %v", at, c.compared, c.diverged())
+		}
+	}
+	tail := make([]byte, 16<<10)
+	rand.New(rand.NewSource(8)).Read(tail)
+	shifted := append(append(append([]byte(nil), tail[:5000]...), '!'), tail[5000:len(tail)-1]...)
+	type seg struct {
+		leg      uint8
+		from, to int    // of the leg's reply after the prefix
+		acked    uint32 // nonzero: the leg was acknowledged up to here (resync)
+	}
+	// alternate gives both legs the reply in turns of 1 KiB.
+	alternate := func() []seg {
+		var ss []seg
+		for o := 0; o < len(tail); o += 1024 {
+			ss = append(ss, seg{0, o, o + 1024, 0}, seg{1, o, o + 1024, 0})
+		}
+		return ss
+	}
+	cases := []struct {
+		name         string
+		backup       []byte // leg 1's reply
+		segs         []seg
+		wantDiverged bool
+		wantResyncs  int
+	}{
+		{"equal replies", tail, alternate(), false, 0},
+		{"a reply shifted past 4 GiB", shifted, alternate(), true, 0},
+		{"a lagging leg, by whole blocks", tail, []seg{{0, 0, 16384, 0}, {1, 0, 16384, 0}}, false, 0},
+		{"a lagging leg, shifted", shifted, []seg{{0, 0, 16384, 0}, {1, 0, 16384, 0}}, true, 0},
+		// Leg 1 lost [2048, 6144) on its way, acknowledged past it.
+		{"an acknowledged gap", tail, []seg{{0, 0, 16384, 0}, {1, 0, 2048, 0}, {1, 6144, 16384, 7000}}, false, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			type result struct {
+				compared, agreed, resyncs int
+				diverged                  bool
+			}
+			run := func(at uint32) (r result) {
+				c := bases[at]
+				for _, s := range tc.segs {
+					data := tail
+					if s.leg == 1 {
+						data = tc.backup
+					}
+					off := at + uint32(s.from)
+					if s.acked != 0 && c.ahead(s.leg, off) && c.resync(s.leg, off, at+s.acked) {
+						r.resyncs++
+					}
+					n, ok := c.feed(s.leg, off, data[s.from:s.to])
+					r.compared += n
+					r.agreed += ok
+				}
+				r.diverged = c.diverged()
+				return r
+			}
+			below, past := run(low), run(high)
+			if below.compared == 0 || below.diverged != tc.wantDiverged || below.resyncs != tc.wantResyncs {
+				t.Fatalf("below 4 GiB: %+v; the case needs comparisons, diverged %v and %d resyncs",
+					below, tc.wantDiverged, tc.wantResyncs)
+			}
+			if past != below {
+				t.Errorf("across 4 GiB: %+v; below it: %+v", past, below)
 			}
 		})
 	}

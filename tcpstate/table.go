@@ -1018,7 +1018,7 @@ func (t *Table) compareReply(f *Flow, i uint8, off uint32, data []byte) {
 		f.cmp = new(comparer)
 	}
 	rec := f.cmp.recovered
-	if int32(off-f.cmp.legs[i].off) > 0 && f.cmp.resync(i, off, f.legs[i].offset(f.legs[i].acked)) {
+	if f.cmp.ahead(i, off) && f.cmp.resync(i, off, f.legs[i].offset(f.legs[i].acked)) {
 		t.count(CompareResyncs)
 	}
 	n, ok := f.cmp.feed(i, off, data)
