@@ -1834,12 +1834,16 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 	}
 	if now >= t.nextSweep {
 		t.nextSweep = now + sweepEvery
-		t.sweep(now)
+		t.sweep(now, out)
 	}
 	return more
 }
 
-func (t *Table) sweep(now int64) {
+// sweep expires flows, and cuts off the drains of shadows gone silent: no
+// segment of theirs comes to do it (draining), and a shadow left without
+// its reset keeps the connection open on its server. A drain still going
+// keeps its flow; it ends when the shadow has sent as far as the live leg.
+func (t *Table) sweep(now int64, out *Output) {
 	defer t.compactSynQueue()
 	c := &t.cfg
 	for _, f := range t.flows {
@@ -1848,7 +1852,7 @@ func (t *Table) sweep(now int64) {
 		case StateSynSent:
 			expired = now-f.created > int64(c.HandshakeTimeout)
 		case StateTimeWait, StateClosed:
-			expired = now-f.closedAt > int64(c.TimeWaitTimeout)
+			expired = !t.draining(f, out) && now-f.closedAt > int64(c.TimeWaitTimeout)
 		default:
 			expired = now-f.seen > int64(c.IdleTimeout)
 		}

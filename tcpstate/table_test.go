@@ -1554,6 +1554,40 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("drain_cutoffs %d, want 1", n)
 		}
 	})
+	t.Run("reset once the backup goes silent", func(t *testing.T) {
+		// No segment of the backup's comes to end the drain: the sweep
+		// does, once it has been quiet past the bound, and not before.
+		b := resetWhileLagging(t)
+		if out := b.tick(time.Duration(rstHoldMax) / 2); len(out) != 0 {
+			t.Fatalf("half the bound after the client's reset: %+v, want nothing", out)
+		}
+		b.tab.nextSweep = 0 // a sweep at the next tick
+		if out := b.tick(0); len(out) != 0 {
+			t.Fatalf("a sweep within the bound: %+v, want nothing", out)
+		}
+		wantRST(b, b.tick(time.Duration(sweepEvery)))
+		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
+			t.Fatalf("drain_cutoffs %d, want 1", n)
+		}
+		if out := b.tick(time.Duration(sweepEvery)); len(out) != 0 {
+			t.Fatalf("the sweep after the cutoff: %+v, want nothing", out)
+		}
+	})
+	t.Run("a drain still going outlasts the time-wait", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		b.tab.cfg.TimeWaitTimeout = 1500 * time.Millisecond
+		b.now += int64(900 * time.Millisecond)
+		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:200])
+		b.tab.nextSweep = 0
+		if out := b.tick(700 * time.Millisecond); len(out) != 0 || b.flow() == nil {
+			t.Fatalf("a sweep past the time-wait, 0.7 s after the backup's last progress: %+v, flow kept %v; want nothing sent, the flow kept",
+				out, b.flow() != nil)
+		}
+		wantRST(b, b.tick(time.Duration(sweepEvery)+time.Millisecond))
+		if b.flow() != nil {
+			t.Fatal("the flow outlived its cut-off drain and its time-wait")
+		}
+	})
 	t.Run("a segment far outside the window does not end the drain", func(t *testing.T) {
 		b := resetWhileLagging(t)
 		// Past the whole reply, had it been taken: a reset would follow.
