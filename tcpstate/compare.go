@@ -265,5 +265,5 @@ func (c *comparer) diverged() bool { return c != nil && c.compared && !c.lastOK 
 // ticked past the primary's, differs until the next block is compared —
 // one response later, which can be hundreds of milliseconds under load.
 func (c *comparer) divergedAt(i uint8, splice uint32) bool {
-	return c.diverged() && c.legs[i].past(splice) <= 0
+	return c.diverged() && int32(uint32(c.legs[i].off)-splice) >= 0
 }

@@ -379,6 +379,16 @@ func (t *Table) draining(f *Flow, out *Output) bool {
 	return false
 }
 
+// cutDrains sends every shadow of f still held from the client's reset its
+// reset, as far as out has room: the flow is leaving the table.
+func (t *Table) cutDrains(f *Flow, out *Output) {
+	for i := range f.legs {
+		if l := &f.legs[i]; l.up && l.rstHeld && out.room(1) {
+			t.endDrain(f, uint8(i), true, out)
+		}
+	}
+}
+
 // drainStalled reports whether the closed flow f's draining shadow has sent
 // nothing new for rstHoldMax.
 func (t *Table) drainStalled(f *Flow) bool { return t.now-f.seen > rstHoldMax }
@@ -1852,7 +1862,14 @@ func (t *Table) sweep(now int64, out *Output) {
 		case StateSynSent:
 			expired = now-f.created > int64(c.HandshakeTimeout)
 		case StateTimeWait, StateClosed:
-			expired = !t.draining(f, out) && now-f.closedAt > int64(c.TimeWaitTimeout)
+			// A drain still going keeps its flow, for one more time-wait at
+			// most: the client's own segments renew the flow's seen too.
+			draining := t.draining(f, out) // cuts a stalled drain off
+			age, wait := now-f.closedAt, int64(c.TimeWaitTimeout)
+			expired = age > wait && (!draining || age > 2*wait)
+			if expired {
+				t.cutDrains(f, out)
+			}
 		default:
 			expired = now-f.seen > int64(c.IdleTimeout)
 		}

@@ -1588,6 +1588,26 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatal("the flow outlived its cut-off drain and its time-wait")
 		}
 	})
+	t.Run("a drain the client's segments keep alive ends after two time-waits", func(t *testing.T) {
+		// Each client segment renews the flow's seen, so the drain never
+		// looks stalled; the flow still leaves, the backup reset.
+		b := resetWhileLagging(t)
+		rsts := 0
+		for i := 0; i < 80; i++ { // 72 s; the time-wait is 30 s
+			b.now += int64(900 * time.Millisecond)
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.ACK, cTS0+3, pTS0+1), nil)
+			b.tab.nextSweep = 0
+			for _, s := range b.tick(0) {
+				if s.flags() == "R" && [4]byte(s.ip.DstIP.To4()) == backupIP {
+					rsts++
+				}
+			}
+		}
+		if b.flow() != nil || rsts != 1 {
+			t.Fatalf("72 s after the client's reset: flow kept %v, %d resets to the backup; want it gone, 1",
+				b.flow() != nil, rsts)
+		}
+	})
 	t.Run("a segment far outside the window does not end the drain", func(t *testing.T) {
 		b := resetWhileLagging(t)
 		// Past the whole reply, had it been taken: a reset would follow.
