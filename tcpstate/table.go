@@ -366,27 +366,25 @@ const challengeEvery = int64(500 * time.Millisecond)
 // within rstHoldMax. A drain that stalled is cut off here, with the reset it
 // was owed, so that the flow can make way for the client's new connection.
 func (t *Table) draining(f *Flow, out *Output) bool {
+	return t.cutDrains(f, t.drainStalled(f), out)
+}
+
+// cutDrains sends each shadow of f still held from the client's reset its
+// reset if cut, as far as out has room, and reports whether one is still
+// held.
+func (t *Table) cutDrains(f *Flow, cut bool, out *Output) (held bool) {
 	for i := range f.legs {
 		l := &f.legs[i]
 		if !l.up || !l.rstHeld {
 			continue
 		}
-		if !t.drainStalled(f) || !out.room(1) {
-			return true
+		if !cut || !out.room(1) {
+			held = true
+			continue
 		}
 		t.endDrain(f, uint8(i), true, out)
 	}
-	return false
-}
-
-// cutDrains sends every shadow of f still held from the client's reset its
-// reset, as far as out has room: the flow is leaving the table.
-func (t *Table) cutDrains(f *Flow, out *Output) {
-	for i := range f.legs {
-		if l := &f.legs[i]; l.up && l.rstHeld && out.room(1) {
-			t.endDrain(f, uint8(i), true, out)
-		}
-	}
+	return held
 }
 
 // drainStalled reports whether the closed flow f's draining shadow has sent
@@ -1868,7 +1866,7 @@ func (t *Table) sweep(now int64, out *Output) {
 			age, wait := now-f.closedAt, int64(c.TimeWaitTimeout)
 			expired = age > wait && (!draining || age > 2*wait)
 			if expired {
-				t.cutDrains(f, out)
+				t.cutDrains(f, true, out)
 			}
 		default:
 			expired = now-f.seen > int64(c.IdleTimeout)
