@@ -125,6 +125,9 @@ type Table struct {
 	// leadQueue holds flows whose shadow held the live leg back, in due
 	// order (pauseLeads).
 	leadQueue []*Flow
+	// cuts holds flows whose drain a sweep cut off while the output was
+	// full: their resets go first at the next Tick (finishCuts).
+	cuts []*Flow
 	// sackBuf holds shadowSACK's blocks: no allocation per segment.
 	sackBuf [rewrite.MaxSACK][2]rewrite.Seq
 	// synQueue holds flows in the order their SYNs came, from synHead on;
@@ -269,7 +272,12 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 		t.forwardSyn(f, p, out)
 		return
 	}
-	f.seen = now
+	if f.state != StateClosed {
+		// A closed flow's seen is its draining shadow's last progress
+		// (drainShadow): what the client sends after its reset says
+		// nothing of that, and would keep a stalled drain from its end.
+		f.seen = now
+	}
 	switch {
 	case flags&rewrite.SYN != 0:
 		if flags&rewrite.ACK != 0 {
@@ -371,7 +379,8 @@ func (t *Table) draining(f *Flow, out *Output) bool {
 
 // cutDrains sends each shadow of f still held from the client's reset its
 // reset if cut, as far as out has room, and reports whether one is still
-// held.
+// held. A shadow that had sent as far, but whose last segment met a full
+// output, is not counted as cut off.
 func (t *Table) cutDrains(f *Flow, cut bool, out *Output) (held bool) {
 	for i := range f.legs {
 		l := &f.legs[i]
@@ -382,9 +391,24 @@ func (t *Table) cutDrains(f *Flow, cut bool, out *Output) (held bool) {
 			held = true
 			continue
 		}
-		t.endDrain(f, uint8(i), true, out)
+		t.endDrain(f, uint8(i), f.lagsReply(uint8(i)), out)
 	}
 	return held
+}
+
+// finishCuts sends the resets of the drains a sweep cut off while out was
+// full; it reports whether out filled again before it was done.
+func (t *Table) finishCuts(out *Output) (more bool) {
+	done := 0
+	for _, f := range t.cuts {
+		if !f.deleted && t.cutDrains(f, true, out) {
+			more = true
+			break
+		}
+		done++
+	}
+	t.cuts = dropFront(t.cuts, done)
+	return more
 }
 
 // drainStalled reports whether the closed flow f's draining shadow has sent
@@ -1837,12 +1861,13 @@ func (t *Table) Tick(now int64, out *Output) (more bool) {
 		t.maybeReleaseSynAck(now, f, out)
 	}
 	t.waiting = dropFront(t.waiting, done)
-	if more || t.sendHeldAcks(now, out) || t.pauseLeads(now, out) {
+	if more || t.sendHeldAcks(now, out) || t.pauseLeads(now, out) || t.finishCuts(out) {
 		return true
 	}
 	if now >= t.nextSweep {
 		t.nextSweep = now + sweepEvery
 		t.sweep(now, out)
+		more = len(t.cuts) > 0
 	}
 	return more
 }
@@ -1861,13 +1886,18 @@ func (t *Table) sweep(now int64, out *Output) {
 			expired = now-f.created > int64(c.HandshakeTimeout)
 		case StateTimeWait, StateClosed:
 			// A drain still going keeps its flow, for one more time-wait at
-			// most: the client's own segments renew the flow's seen too.
-			draining := t.draining(f, out) // cuts a stalled drain off
+			// most: a shadow that trickles its reply still ends.
 			age, wait := now-f.closedAt, int64(c.TimeWaitTimeout)
-			expired = age > wait && (!draining || age > 2*wait)
-			if expired {
-				t.cutDrains(f, true, out)
+			cut := t.drainStalled(f) || age > 2*wait
+			if t.cutDrains(f, cut, out) {
+				if cut {
+					// out is full: the next Tick sends the rest
+					// (finishCuts), and the next sweep removes the flow.
+					t.cuts = append(t.cuts, f)
+				}
+				continue
 			}
+			expired = age > wait
 		default:
 			expired = now-f.seen > int64(c.IdleTimeout)
 		}

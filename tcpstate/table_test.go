@@ -1588,24 +1588,99 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatal("the flow outlived its cut-off drain and its time-wait")
 		}
 	})
-	t.Run("a drain the client's segments keep alive ends after two time-waits", func(t *testing.T) {
-		// Each client segment renews the flow's seen, so the drain never
-		// looks stalled; the flow still leaves, the backup reset.
+	t.Run("the client's segments do not keep a stalled drain going", func(t *testing.T) {
+		// The client's segments after its reset say nothing of the
+		// backup's progress: the first sweep past the bound cuts it off.
 		b := resetWhileLagging(t)
-		rsts := 0
-		for i := 0; i < 80; i++ { // 72 s; the time-wait is 30 s
+		rsts, at := 0, 0
+		for i := 1; i <= 40 && b.flow() != nil; i++ { // 36 s; the time-wait is 30 s
 			b.now += int64(900 * time.Millisecond)
 			b.feed(true, b.fromClient(b.cISN+1, b.pISN+601, rewrite.ACK, cTS0+3, pTS0+1), nil)
+			b.tab.nextSweep = 0
+			for _, s := range b.tick(0) {
+				if s.flags() == "R" && [4]byte(s.ip.DstIP.To4()) == backupIP {
+					rsts, at = rsts+1, i
+				}
+			}
+		}
+		if rsts != 1 || at != 2 || b.flow() != nil || b.tab.Stats.Counters[DrainCutoffs] != 1 {
+			t.Fatalf("a client ACK every 0.9 s: %d resets to the backup, the first at sweep %d, flow kept %v, drain_cutoffs %d; want 1 at sweep 2 (1.8 s), the flow gone by 36 s, 1",
+				rsts, at, b.flow() != nil, b.tab.Stats.Counters[DrainCutoffs])
+		}
+	})
+	t.Run("a drain that trickles ends after two time-waits", func(t *testing.T) {
+		// A backup sending a byte every 0.9 s is progress each time; its
+		// flow still leaves, the backup reset, two time-waits on.
+		b := resetWhileLagging(t)
+		wait := b.tab.cfg.TimeWaitTimeout
+		rsts := 0
+		for i := 0; i < 80 && b.flow() != nil; i++ { // up to 72 s; the time-wait is 30 s
+			b.now += int64(900 * time.Millisecond)
+			for _, s := range b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(i), b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[i:i+1]) {
+				if s.flags() == "R" {
+					rsts++
+				}
+			}
 			b.tab.nextSweep = 0
 			for _, s := range b.tick(0) {
 				if s.flags() == "R" && [4]byte(s.ip.DstIP.To4()) == backupIP {
 					rsts++
 				}
 			}
+			if kept := b.flow() != nil; kept != (time.Duration(i+1)*900*time.Millisecond <= 2*wait) {
+				t.Fatalf("%v after the client's reset: flow kept %v, %d resets to the backup", time.Duration(i+1)*900*time.Millisecond, kept, rsts)
+			}
 		}
-		if b.flow() != nil || rsts != 1 {
-			t.Fatalf("72 s after the client's reset: flow kept %v, %d resets to the backup; want it gone, 1",
-				b.flow() != nil, rsts)
+		if rsts != 1 || b.flow() != nil || b.tab.Stats.Counters[DrainCutoffs] != 1 {
+			t.Fatalf("72 s after the client's reset: %d resets to the backup, flow kept %v, drain_cutoffs %d; want 1, gone, 1",
+				rsts, b.flow() != nil, b.tab.Stats.Counters[DrainCutoffs])
+		}
+	})
+	t.Run("a cut-off the sweep had no room for goes at the next tick", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		// A tick with room first: the closed flow leaves the lead queue,
+		// whose work would otherwise fill the output before the sweep.
+		if out := b.tick(b.tab.cfg.LeadPause); len(out) != 0 {
+			t.Fatalf("a tick within the bound: %+v, want nothing", out)
+		}
+		b.now += rstHoldMax
+		b.tab.nextSweep = 0
+		b.out.Reset()
+		for b.out.room(1) {
+			b.out.emit(ClientSide, b.out.buf()[:0])
+		}
+		if more := b.tab.Tick(b.now, b.out); !more || b.flow() == nil || b.tab.nextSweep <= b.now {
+			t.Fatalf("a sweep with a full output: more %v, flow kept %v, swept %v; want more, the flow kept for its reset",
+				more, b.flow() != nil, b.tab.nextSweep > b.now)
+		}
+		wantRST(b, b.tick(0))
+		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
+			t.Fatalf("drain_cutoffs %d, want 1", n)
+		}
+		if out := b.tick(0); len(out) != 0 {
+			t.Fatalf("the tick after: %+v, want nothing", out)
+		}
+		b.tab.nextSweep = 0
+		if out := b.tick(b.tab.cfg.TimeWaitTimeout); len(out) != 0 || b.flow() != nil {
+			t.Fatalf("the sweep past the time-wait: %+v, flow kept %v; want nothing sent, the flow gone", out, b.flow() != nil)
+		}
+	})
+	t.Run("a backup that caught up as the output filled is not counted as cut off", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		spec := b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0)
+		n := rewrite.Build(b.buf, &spec, &b.pkt)
+		n = withPayload(t, b.buf, n, reply)
+		b.pkt.Parse(b.buf[:n], false, true)
+		b.out.Reset()
+		for b.out.room(1) {
+			b.out.emit(ClientSide, b.out.buf()[:0])
+		}
+		b.tab.HandleServer(b.now, &b.pkt, b.out)
+		b.now += rstHoldMax + 1
+		b.tab.nextSweep = 0
+		wantRST(b, b.tick(0))
+		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 0 {
+			t.Fatalf("drain_cutoffs %d, want 0: the backup had sent the whole reply", n)
 		}
 	})
 	t.Run("a segment far outside the window does not end the drain", func(t *testing.T) {
