@@ -345,12 +345,21 @@ func TestComparisonPastFourGiB(t *testing.T) {
 		{"a lagging leg, shifted", shifted, []seg{{0, 0, 16384, 0}, {1, 0, 16384, 0}}, true, 0},
 		// Leg 1 lost [2048, 6144) on its way, acknowledged past it.
 		{"an acknowledged gap", tail, []seg{{0, 0, 16384, 0}, {1, 0, 2048, 0}, {1, 6144, 16384, 7000}}, false, 1},
+		// Acknowledged only into the gap: the rest of it may still come,
+		// so hashing waits at the block boundary past acked (5120), and the
+		// comparison goes on once the rest is resent.
+		{"a gap acknowledged in part", tail, []seg{{0, 0, 16384, 0}, {1, 0, 2048, 0}, {1, 6144, 16384, 5000}, {1, 5120, 16384, 0}}, false, 1},
+		{"a gap acknowledged in part, shifted", shifted, []seg{{0, 0, 16384, 0}, {1, 0, 2048, 0}, {1, 6144, 16384, 5000}, {1, 5120, 16384, 0}}, true, 1},
 	}
+	// A takeover by leg 1 is judged at the offset the client holds
+	// (divergedAt): these splices lie before, at and after its reply.
+	splices := []uint32{0, 2048, 8192, 16384, 20000}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			type result struct {
 				compared, agreed, resyncs int
 				diverged                  bool
+				divergedAt                [5]bool // at each of splices
 			}
 			run := func(at uint32) (r result) {
 				c := bases[at]
@@ -368,11 +377,15 @@ func TestComparisonPastFourGiB(t *testing.T) {
 					r.agreed += ok
 				}
 				r.diverged = c.diverged()
+				for k, sp := range splices {
+					r.divergedAt[k] = c.divergedAt(1, at+sp)
+				}
 				return r
 			}
 			below, past := run(low), run(high)
-			if below.compared == 0 || below.diverged != tc.wantDiverged || below.resyncs != tc.wantResyncs {
-				t.Fatalf("below 4 GiB: %+v; the case needs comparisons, diverged %v and %d resyncs",
+			if below.compared == 0 || below.diverged != tc.wantDiverged || below.resyncs != tc.wantResyncs ||
+				below.divergedAt[0] != tc.wantDiverged || below.divergedAt[len(splices)-1] {
+				t.Fatalf("below 4 GiB: %+v; the case needs comparisons, diverged %v (at the first splice too, not past leg 1's reply) and %d resyncs",
 					below, tc.wantDiverged, tc.wantResyncs)
 			}
 			if past != below {
