@@ -157,17 +157,18 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 		backlog.Values[sys] = math.NaN()
 		backlog.Notes[sys] = "one server serves"
 	}
-	// The same two figures with understudy's backup drained, so that one
+	// The same figures with understudy's backup drained, so that one
 	// server serves as for the references: what the gateway itself costs,
 	// apart from the second server's work on the same cores.
 	bulkSolo := newFigure("bulk download, understudy's backup drained (unprotected)", "MB/s", true)
 	rateSolo := newFigure("request rate, understudy's backup drained (unprotected)", "req/s", true)
+	p50Solo := newFigure("latency p50, understudy's backup drained (unprotected)", "µs", false)
 	want := b.SHA256(cfg.BulkFile)
 
 	cpuUsed := map[System]time.Duration{}
 	mcpuUsed := map[System]time.Duration{}
 	moved := map[System]int64{}
-	shown := []*Figure{bulk, rate, p50, bulkSolo, rateSolo}
+	shown := []*Figure{bulk, rate, p50, bulkSolo, rateSolo, p50Solo}
 	for round := 0; round < cfg.Rounds; round++ {
 		for _, sys := range Systems {
 			had := sampleCounts(sys, shown)
@@ -213,7 +214,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 				}
 			}
 			if sys == Understudy {
-				b.benchSolo(cfg, round, want, bulkSolo, rateSolo, fail)
+				b.benchSolo(cfg, round, want, bulkSolo, rateSolo, p50Solo, fail)
 			}
 			if err := srv.Stop(); err != nil {
 				fail("round %d: stopping %s: %v", round, sys, err)
@@ -221,7 +222,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			progress("round %d/%d, %s: %s", round+1, cfg.Rounds, sys, newSamples(sys, shown, had))
 		}
 	}
-	for _, f := range [][2]*Figure{{bulkSolo, bulk}, {rateSolo, rate}} {
+	for _, f := range [][2]*Figure{{bulkSolo, bulk}, {rateSolo, rate}, {p50Solo, p50}} {
 		for _, sys := range []System{Kernel, HAProxy} {
 			f[0].Samples[sys] = f[1].Samples[sys]
 			f[0].Notes[sys] = "as above"
@@ -239,7 +240,7 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 			}
 		}
 	}
-	figs := []*Figure{bulk, rate, backlog, p50, p99, cpu, mcpu, bulkSolo, rateSolo}
+	figs := []*Figure{bulk, rate, backlog, p50, p99, cpu, mcpu, bulkSolo, rateSolo, p50Solo}
 	if cfg.OffloadRounds > 0 {
 		figs = append(figs, b.benchOffloads(cfg, want, progress, fail))
 	}
@@ -399,8 +400,8 @@ func (b *Bed) benchBulkUnhashed(file string, size int64) (*Transfer, error) {
 }
 
 // benchSolo drains understudy's backup and measures a download and, in
-// wrk rounds, the request rate with the primary serving alone.
-func (b *Bed) benchSolo(cfg BenchConfig, round int, want string, bulk, rate *Figure, fail func(string, ...any)) {
+// wrk rounds, the request rate and latency with the primary serving alone.
+func (b *Bed) benchSolo(cfg BenchConfig, round int, want string, bulk, rate, p50 *Figure, fail func(string, ...any)) {
 	if out, err := b.Understudy("drain", "backup"); err != nil {
 		fail("round %d: drain backup: %v: %s", round, err, out)
 		return
@@ -423,6 +424,13 @@ func (b *Bed) benchSolo(cfg BenchConfig, round int, want string, bulk, rate *Fig
 		fail("round %d: backup drained: %v", round, err)
 	} else {
 		rate.add(Understudy, rps)
+	}
+	if w, err := b.Wrk(1, cfg.LatDuration, "/1k.bin", "--latency"); err != nil {
+		fail("round %d: backup drained: wrk latency: %v", round, err)
+	} else if l50, _, err := wrkLatency(w.Output); err != nil {
+		fail("round %d: backup drained: %v", round, err)
+	} else {
+		p50.add(Understudy, float64(l50.Nanoseconds())/1e3)
 	}
 }
 
