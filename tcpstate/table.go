@@ -379,19 +379,21 @@ func (t *Table) draining(f *Flow, out *Output) bool {
 
 // cutDrains sends each shadow of f still held from the client's reset its
 // reset if cut, as far as out has room, and reports whether one is still
-// held. A shadow that had sent as far, but whose last segment met a full
-// output, is not counted as cut off.
+// held. A shadow that has sent as far as the live leg, but whose last
+// segment met a full output, gets its reset cut or not, and is not counted
+// as cut off.
 func (t *Table) cutDrains(f *Flow, cut bool, out *Output) (held bool) {
 	for i := range f.legs {
 		l := &f.legs[i]
 		if !l.up || !l.rstHeld {
 			continue
 		}
-		if !cut || !out.room(1) {
+		lags := f.lagsReply(uint8(i))
+		if lags && !cut || !out.room(1) {
 			held = true
 			continue
 		}
-		t.endDrain(f, uint8(i), f.lagsReply(uint8(i)), out)
+		t.endDrain(f, uint8(i), lags, out)
 	}
 	return held
 }
@@ -401,6 +403,8 @@ func (t *Table) cutDrains(f *Flow, cut bool, out *Output) (held bool) {
 func (t *Table) finishCuts(out *Output) (more bool) {
 	done := 0
 	for _, f := range t.cuts {
+		// A queued flow keeps its place until its resets are out; the
+		// deleted test only guards a removal that would not wait.
 		if !f.deleted && t.cutDrains(f, true, out) {
 			more = true
 			break
@@ -1892,7 +1896,8 @@ func (t *Table) sweep(now int64, out *Output) {
 			if t.cutDrains(f, cut, out) {
 				if cut {
 					// out is full: the next Tick sends the rest
-					// (finishCuts), and the next sweep removes the flow.
+					// (finishCuts), and a later sweep removes the flow
+					// once its time-wait is over.
 					t.cuts = append(t.cuts, f)
 				}
 				continue

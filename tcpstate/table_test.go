@@ -1665,6 +1665,34 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("the sweep past the time-wait: %+v, flow kept %v; want nothing sent, the flow gone", out, b.flow() != nil)
 		}
 	})
+	t.Run("a flow at the drain's cap keeps its place until its reset is out", func(t *testing.T) {
+		b := resetWhileLagging(t)
+		if out := b.tick(b.tab.cfg.LeadPause); len(out) != 0 {
+			t.Fatalf("a tick within the bound: %+v, want nothing", out)
+		}
+		// The backup still trickles its reply as the cap comes.
+		closed, wait := b.now-int64(b.tab.cfg.LeadPause), int64(b.tab.cfg.TimeWaitTimeout)
+		b.now = closed + 2*wait
+		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:1])
+		b.now++
+		b.tab.nextSweep = 0
+		b.out.Reset()
+		for b.out.room(1) {
+			b.out.emit(ClientSide, b.out.buf()[:0])
+		}
+		if more := b.tab.Tick(b.now, b.out); !more || b.flow() == nil || b.tab.nextSweep <= b.now {
+			t.Fatalf("the sweep at the cap with a full output: more %v, flow kept %v, swept %v; want more, the flow kept for its reset",
+				more, b.flow() != nil, b.tab.nextSweep > b.now)
+		}
+		wantRST(b, b.tick(0))
+		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
+			t.Fatalf("drain_cutoffs %d, want 1", n)
+		}
+		b.tab.nextSweep = 0
+		if out := b.tick(0); len(out) != 0 || b.flow() != nil {
+			t.Fatalf("the next sweep: %+v, flow kept %v; want nothing sent, the flow gone", out, b.flow() != nil)
+		}
+	})
 	t.Run("a backup that caught up as the output filled is not counted as cut off", func(t *testing.T) {
 		b := resetWhileLagging(t)
 		spec := b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0)
@@ -1676,9 +1704,9 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			b.out.emit(ClientSide, b.out.buf()[:0])
 		}
 		b.tab.HandleServer(b.now, &b.pkt, b.out)
-		b.now += rstHoldMax + 1
+		// The next sweep sends its reset, well within the stall bound.
 		b.tab.nextSweep = 0
-		wantRST(b, b.tick(0))
+		wantRST(b, b.tick(time.Millisecond))
 		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 0 {
 			t.Fatalf("drain_cutoffs %d, want 0: the backup had sent the whole reply", n)
 		}
