@@ -98,6 +98,9 @@ func (t *Table) takeover(f *Flow, failed uint8) {
 	f.legs[failed].up = false
 	t.kick(f, kickFence0<<failed)
 	splice := f.legs[f.vis].offset(f.nxtSent)
+	if f.finSent {
+		splice-- // the FIN's sequence number is no byte of the reply
+	}
 	if !ol.up || f.prot != Protected {
 		t.note(f, EventReset, "no_shadow", f.legs[failed].server)
 		t.resetFlow(f)
@@ -289,6 +292,13 @@ func (t *Table) replayToClient(f *Flow, out *Output) bool {
 	}
 	if mss <= 0 || mss > chunkSize {
 		mss = 536
+	}
+	if f.cli.hasAck {
+		// The client may have acknowledged more since the takeover (the
+		// failed leg's last bytes), and the chunks below that are freed.
+		if a := vis.offset(f.cli.ack); int32(a-f.replayNext) > 0 {
+			f.replayNext = a
+		}
 	}
 	for int32(r.end-f.replayNext) > 0 {
 		// The client's receive window bounds what may be in flight to it.

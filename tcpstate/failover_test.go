@@ -650,3 +650,95 @@ func TestNewFlowRolesWhy(t *testing.T) {
 		})
 	}
 }
+
+// TestTakeoverAtTheReplyEnd covers takeovers where the replay or the FIN
+// meets what the client does meanwhile.
+func TestTakeoverAtTheReplyEnd(t *testing.T) {
+	const get = "GET / HTTP/1.0\r\n\r\n" // 18 bytes
+	for _, tc := range isns {
+		t.Run(tc.name+": the client's ACK before the replay", func(t *testing.T) {
+			// The client acknowledges the failed primary's last bytes
+			// between the takeover and the replay, and the chunk holding
+			// where the replay was to start is freed: the replay starts
+			// at the client's ack instead of giving up.
+			reply := replyBytes(6000)
+			b := midReply(t, tc, reply, 5000)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[1000:2000])
+			b.feed(false, b.fromServer(primaryIP, b.pISN+2001, b.cISN+19, rewrite.ACK, 500, pTS0+11, cTS0+3), reply[2000:3000])
+			b.tab.ServerDown(b.now, 0, "probe")
+			b.feedInBatch(true, b.fromClient(b.cISN+19, b.pISN+3001, rewrite.ACK, cTS0+4, pTS0+11), nil)
+			var got []byte
+			for _, s := range append(b.flush(), b.tick(0)...) {
+				if s.side == ClientSide {
+					got = append(got, s.payload...)
+				}
+			}
+			if !bytes.Equal(got, reply[3000:5000]) {
+				t.Fatalf("replayed %d bytes, want the 2000 bytes 3000-5000 the client lacks", len(got))
+			}
+		})
+		t.Run(tc.name+": the backup's FIN again after the client had the FIN", func(t *testing.T) {
+			// The FIN's sequence number is no byte of the reply: the
+			// backup's FIN at the reply's end continues the client's
+			// stream, however late it comes again.
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte(get))
+			reply := replyBytes(1000)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+19, rewrite.ACK|rewrite.FIN, 125, bTS0+2, cTS0+2), reply)
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+19, rewrite.ACK|rewrite.FIN, 500, pTS0+2, cTS0+2), reply)
+			if len(out) != 1 || !out[0].tcp.FIN {
+				t.Fatalf("the servers' reply and FIN: %+v, want them released", out)
+			}
+			if rec := b.tab.ServerDown(b.now, 0, "probe"); rec.FlowsMoved != 1 {
+				t.Fatalf("flows moved %d, want 1", rec.FlowsMoved)
+			}
+			b.tick(0)
+			out = b.feed(false, b.fromServer(backupIP, b.bISN+1001, b.cISN+19, rewrite.ACK|rewrite.FIN, 125, bTS0+50, cTS0+2), nil)
+			for _, s := range append(out, b.tick(0)...) {
+				if s.side == ClientSide && s.tcp.RST {
+					t.Fatalf("the client was reset (divergences %d)", b.tab.Stats.Counters[Divergences])
+				}
+			}
+			if n := b.tab.Stats.Counters[Divergences]; n != 0 || b.flow().State() == StateClosed {
+				t.Fatalf("divergences %d, state %v; want 0, the flow going on", n, b.flow().State())
+			}
+		})
+		t.Run(tc.name+": the FIN after a replay the client's window cut up", func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte(get))
+			reply := replyBytes(4000)
+			for off := 0; off < 3000; off += 1000 {
+				b.feed(false, b.fromServer(backupIP, b.bISN+1+rewrite.Seq(off), b.cISN+19, rewrite.ACK, 125, bTS0+2, cTS0+2), reply[off:off+1000])
+			}
+			b.feed(false, b.fromServer(backupIP, b.bISN+3001, b.cISN+19, rewrite.ACK|rewrite.FIN, 125, bTS0+2, cTS0+2), reply[3000:])
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+19, rewrite.ACK, 500, pTS0+2, cTS0+2), reply[:1000])
+			ack := b.fromClient(b.cISN+19, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+2)
+			ack.Window = 12 // 1536 bytes at the bed's scale
+			b.feed(true, ack, nil)
+			b.tab.ServerDown(b.now, 0, "probe")
+			next, fin := b.pISN+1001, false
+			take := func(out []seg) {
+				for _, s := range out {
+					if s.side != ClientSide {
+						continue
+					}
+					if e := rewrite.Seq(s.tcp.Seq) + rewrite.Seq(len(s.payload)); next.LessThan(e) {
+						next = e
+					}
+					fin = fin || s.tcp.FIN
+				}
+			}
+			take(append(b.flush(), b.tick(0)...))
+			for round := 0; round < 10 && !fin; round++ {
+				a := b.fromClient(b.cISN+19, next, rewrite.ACK, cTS0+4+uint32(round), pTS0+2)
+				a.Window = 12
+				take(b.feed(true, a, nil))
+			}
+			if next != b.pISN+4001 || !fin {
+				t.Fatalf("the client got %d bytes, FIN %v; want 4000 and the backup's FIN at once", next-b.pISN-1, fin)
+			}
+		})
+	}
+}

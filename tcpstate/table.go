@@ -341,7 +341,9 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	}
 	t.forwardToServers(f, p, out)
 	if f.takenOver && int32(f.replay.end-f.replayNext) > 0 {
-		t.kick(f, kickReplay) // the client's window may have opened
+		// The client's window may have opened; the new leg's FIN follows
+		// the replay's last byte (release).
+		t.kick(f, kickReplay|kickRelease)
 	}
 	t.checkClosed(now, f)
 }
