@@ -155,7 +155,9 @@ type Detector struct {
 	lastFail  time.Time
 	lastCause string
 	linkDown  bool
-	counters  Counters
+	// lastEvidence is when evidence last counted as a miss.
+	lastEvidence time.Time
+	counters     Counters
 }
 
 // NewDetector returns a detector for server index server named name, in
@@ -206,10 +208,16 @@ func (d *Detector) Observe(now time.Time, ok bool, cause string) (Transition, bo
 }
 
 // Evidence records a failure the datapath saw in a flow (the server reset
-// a protected flow, or stopped acknowledging). It counts as one miss: a
-// single odd flow must not fail a server that still answers probes.
+// a protected flow, or stopped acknowledging). It counts as one miss, and
+// at most one per Interval: a single odd flow, or a burst of them (a server
+// closing many connections as it may), must not fail a server that still
+// answers probes; a failed server fails its probes too.
 func (d *Detector) Evidence(now time.Time, cause string) (Transition, bool) {
 	d.counters.Evidence++
+	if !d.lastEvidence.IsZero() && now.Sub(d.lastEvidence) < d.cfg.Interval {
+		return Transition{}, false
+	}
+	d.lastEvidence = now
 	return d.miss(now, cause)
 }
 

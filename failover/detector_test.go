@@ -8,7 +8,7 @@ import (
 // step is one input to a detector in a scripted test; the clock advances
 // by one interval before each step.
 type step struct {
-	op    string // "ok", "fail", "evidence", "linkdown", "linkup", "reset-down", "reset-unknown"
+	op    string // "ok", "fail", "evidence", "burst", "linkdown", "linkup", "reset-down", "reset-unknown"
 	cause string
 	want  Health // health after the step
 	tr    bool   // whether the step must report a transition
@@ -49,6 +49,20 @@ func TestDetectorScripts(t *testing.T) {
 			{op: "evidence", cause: "evidence: primary reset a protected flow", want: Up},
 			fail(Up, false),
 			{op: "evidence", cause: "evidence: primary reset a protected flow", want: Down, tr: true},
+		}},
+		{"a burst of evidence is one miss an interval", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true),
+			{op: "burst", cause: "evidence", want: Up},
+			{op: "burst", cause: "evidence", want: Up},
+			{op: "burst", cause: "evidence", want: Down, tr: true},
+		}},
+		{"a good probe between bursts", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true),
+			{op: "burst", cause: "evidence", want: Up},
+			{op: "burst", cause: "evidence", want: Up},
+			ok(Up, false),
+			{op: "burst", cause: "evidence", want: Up},
+			{op: "burst", cause: "evidence", want: Up},
 		}},
 		{"evidence streak broken by a good probe", Config{Misses: 2, Rise: 1}, []step{
 			ok(Up, true),
@@ -110,6 +124,15 @@ func TestDetectorScripts(t *testing.T) {
 					tr, changed = d.Observe(now, false, s.cause)
 				case "evidence":
 					tr, changed = d.Evidence(now, s.cause)
+				case "burst":
+					// Ten within a tenth of the interval: one miss. The
+					// clock ends where the step's began plus a tenth,
+					// which the next step's interval still covers.
+					for k := range 10 {
+						if tr1, ch := d.Evidence(now.Add(time.Duration(k)*cfg.Interval/100), s.cause); ch {
+							tr, changed = tr1, true
+						}
+					}
 				case "linkdown":
 					tr, changed = d.LinkDown(now, s.cause)
 				case "linkup":

@@ -71,3 +71,37 @@ func TestFlowEventsBounded(t *testing.T) {
 		t.Fatalf("events allocate %v times", a)
 	}
 }
+
+// TestResetSignalsOnlyFromProtectedFlows: the live server's reset is a
+// failure signal (the datapath feeds primary_rsts to its detector) only on
+// a flow the shadow could carry on. A server alone on a flow — drained, or
+// its backup lost — resets connections as servers do, and its reset goes to
+// the client without counting against it.
+func TestResetSignalsOnlyFromProtectedFlows(t *testing.T) {
+	reply := bytes.Repeat([]byte("0123456789"), 400)
+	cases := []struct {
+		name        string
+		backupFirst bool
+		wantSignals uint64
+		wantToCli   bool
+	}{
+		{"protected", false, 1, false},
+		{"alone after the backup's reset", true, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := midReply(t, isns[0], reply, 1000)
+			if tc.backupFirst {
+				b.feed(false, b.fromServer(backupIP, b.bISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
+			}
+			out := b.feed(false, b.fromServer(primaryIP, b.pISN+1001, 0, rewrite.RST, 0, 0, 0), nil)
+			toCli := false
+			for _, s := range out {
+				toCli = toCli || s.side == ClientSide && s.tcp.RST
+			}
+			if n := b.tab.Stats.Counters[PrimaryRSTs]; n != tc.wantSignals || toCli != tc.wantToCli {
+				t.Fatalf("primary_rsts %d, reset to the client %v; want %d, %v", n, toCli, tc.wantSignals, tc.wantToCli)
+			}
+		})
+	}
+}

@@ -17,7 +17,7 @@ const (
 	FlowsCreated                     // new flows from client SYNs
 	FlowsExpired                     // flows removed by a timeout
 	FlowsUnprotected                 // flows that lost their backup leg
-	PrimaryRSTs                      // primary resets seen (failure signal)
+	PrimaryRSTs                      // resets from a protected flow's live server (failure signal)
 	BackupRSTs                       // backup resets seen
 	SynAckTimeouts                   // backup SYN-ACK missing after the bound
 	OptionMismatches                 // servers disagreed on an option the gateway cannot reconcile

@@ -1635,10 +1635,12 @@ func (t *Table) serverRST(now int64, f *Flow, i uint8, p *rewrite.Packet, out *O
 	}
 	l.rst = true
 	if i == f.live {
-		t.count(PrimaryRSTs)
 		if f.protectedPair() {
 			// Never shown to the client while the shadow lives: the shadow
-			// carries the connection on.
+			// carries the connection on. Counted as a failure signal only
+			// here: a server alone on a flow (drained, or its backup lost)
+			// resets connections as servers do.
+			t.count(PrimaryRSTs)
 			t.drop(DropPrimaryRST)
 			t.takeover(f, i)
 			return
