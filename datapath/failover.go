@@ -22,17 +22,27 @@ type Failover struct {
 	MaxStallMS float64   `json:"max_stall_ms"` // longest wait such a client had
 }
 
-// events takes the monitor's transitions without waiting and acts on them.
-// Called by the loop with g.mu held.
+// events takes the monitor's transitions without waiting and acts on them,
+// those waiting together in StandbyFirst order. Called with g.mu held.
 func (g *Gateway) events(now int64) {
 	for {
-		select {
-		case tr := <-g.mon.Events():
-			g.carryOut(g.arb.Apply(tr), tr, now)
-		default:
+		n := 0
+	take:
+		for n < len(g.pending) {
+			select {
+			case g.pending[n] = <-g.mon.Events():
+				n++
+			default:
+				break take
+			}
+		}
+		if n == 0 {
 			g.evidence()
 			return
 		}
+		failover.StandbyFirst(g.pending[:n], g.arb.Roles().Active, func(tr failover.Transition) {
+			g.carryOut(g.arb.Apply(tr), tr, now)
+		})
 	}
 }
 
