@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"understudy/failover"
 	"understudy/tcpstate"
@@ -75,6 +76,7 @@ func (g *Gateway) Drain(server string, on bool) (DrainResult, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.events(int64(time.Since(g.start))) // the roles as they are (ManualFailover)
 	if on && !g.drained[i] {
 		o := 1 - i
 		r := g.arb.Roles()

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"strings"
@@ -37,16 +38,61 @@ func TestNewFlowRoles(t *testing.T) {
 	}
 }
 
-// drainGateway is a Gateway with just what Drain and its checks use.
-func drainGateway() *Gateway {
+// drainGateway is a Gateway with just what Drain, ManualFailover and their
+// checks use. Its monitor never probes: transitions come from Fence.
+func drainGateway(t *testing.T) *Gateway {
+	t.Helper()
+	g := bareGateway()
+	mon, err := failover.NewMonitor(failover.MonitorConfig{
+		Config:  failover.Config{Interval: time.Hour},
+		Probers: [2]failover.Prober{idleProber{}, idleProber{}},
+		Log:     g.log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.mon = mon
+	return g
+}
+
+// bareGateway is a Gateway with a flow table and roles, and no monitor.
+func bareGateway() *Gateway {
 	g := &Gateway{log: slog.New(slog.NewTextHandler(io.Discard, nil)), names: [2]string{"primary", "backup"}}
 	g.arb = failover.NewArbiter(g.names)
 	g.table = tcpstate.New(tcpstate.Config{})
 	return g
 }
 
+// idleProber is never called: the test's monitor does not run.
+type idleProber struct{}
+
+func (idleProber) Probe(context.Context) error { return nil }
+
+// TestOperatorSeesPendingFailure: a server's failure the loop has not
+// taken yet (it waits for frames without the lock) is taken before an
+// operator's command decides on the roles.
+func TestOperatorSeesPendingFailure(t *testing.T) {
+	g := drainGateway(t)
+	g.arb.ServerUp(failover.Primary, time.Now(), "up")
+	g.arb.ServerUp(failover.Backup, time.Now(), "up")
+	g.mon.Fence(failover.Backup, "probe timeouts") // queued, not yet taken
+	if _, err := g.ManualFailover(""); err == nil {
+		t.Fatalf("manual failover to the failed backup accepted; roles %s", g.arb.Roles())
+	}
+	if r := g.arb.Roles(); r.Active != failover.Primary || r.Standby != failover.None {
+		t.Fatalf("roles %s, want the primary active and no standby", r)
+	}
+	g = drainGateway(t)
+	g.arb.ServerUp(failover.Primary, time.Now(), "up")
+	g.arb.ServerUp(failover.Backup, time.Now(), "up")
+	g.mon.Fence(failover.Backup, "probe timeouts")
+	if _, err := g.Drain("primary", true); err == nil || !strings.Contains(err.Error(), "out of service") {
+		t.Fatalf("draining the primary while the backup's failure waits: %v, want refused", err)
+	}
+}
+
 func TestDrain(t *testing.T) {
-	g := drainGateway()
+	g := drainGateway(t)
 	steps := []struct {
 		name    string
 		server  string

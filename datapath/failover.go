@@ -102,6 +102,10 @@ func (g *Gateway) evidence() {
 func (g *Gateway) ManualFailover(to string) (*Failover, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// Decide on the roles as they are: a failure the loop has not taken
+	// yet (it waits for frames without the lock) would otherwise be
+	// learned only after the flows moved to the failed server.
+	g.events(int64(time.Since(g.start)))
 	act, err := g.arb.Manual(to, time.Now())
 	if err != nil {
 		return nil, err

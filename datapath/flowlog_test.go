@@ -49,7 +49,7 @@ func TestLimiter(t *testing.T) {
 
 // logGateway is a Gateway logging JSON into buf, with a flow table.
 func logGateway(buf *bytes.Buffer, burst float64) *Gateway {
-	g := drainGateway()
+	g := bareGateway()
 	g.log = slog.New(slog.NewJSONHandler(buf, nil))
 	g.logLimit = newLimiter(1, burst)
 	g.cfg.Services = []tcpstate.Service{{VIP: [4]byte{192, 0, 2, 100}, Port: 80}}
