@@ -90,14 +90,17 @@ type Transition struct {
 	At     time.Time // when the change was decided
 	Cause  string    // the last failure's cause, or why it came up
 	// FirstMiss is when the streak of failures that took the server down
-	// began (the carrier event for LinkDown); zero unless To is Down.
+	// began: when its first failed probe was sent (ObserveSent), the
+	// first evidence, or the carrier event for LinkDown; zero unless To
+	// is Down.
 	FirstMiss time.Time
 	// LastGood is when the last successful probe was seen; zero if never.
 	LastGood time.Time
 }
 
-// DetectionLatency is how long the failure took to confirm: At-FirstMiss.
-// Add the probe interval for a bound on how long the server had been dead.
+// DetectionLatency is how long the failure took to confirm: At-FirstMiss,
+// from the first failed probe's sending, its timeout included. Add the
+// probe interval for a bound on how long the server had been dead.
 func (t Transition) DetectionLatency() time.Duration {
 	if t.FirstMiss.IsZero() {
 		return 0
@@ -187,9 +190,15 @@ func (d *Detector) Status() DetectorStatus {
 // probe's error) and is ignored on success. It returns the transition the
 // result caused, if any.
 func (d *Detector) Observe(now time.Time, ok bool, cause string) (Transition, bool) {
+	return d.ObserveSent(now, now, ok, cause)
+}
+
+// ObserveSent is Observe for a probe sent at sent: a failure streak it
+// begins begins then, not when the probe gave up.
+func (d *Detector) ObserveSent(sent, now time.Time, ok bool, cause string) (Transition, bool) {
 	if !ok {
 		d.counters.ProbesFailed++
-		return d.miss(now, cause)
+		return d.miss(sent, now, cause)
 	}
 	d.counters.ProbesOK++
 	d.lastGood = now
@@ -218,7 +227,7 @@ func (d *Detector) Evidence(now time.Time, cause string) (Transition, bool) {
 		return Transition{}, false
 	}
 	d.lastEvidence = now
-	return d.miss(now, cause)
+	return d.miss(now, now, cause)
 }
 
 // LinkDown records carrier loss on the way to the server. Carrier loss is
@@ -264,10 +273,10 @@ func (d *Detector) Reset(now time.Time, h Health, cause string) (Transition, boo
 	return d.change(now, h, cause, time.Time{}), true
 }
 
-func (d *Detector) miss(now time.Time, cause string) (Transition, bool) {
+func (d *Detector) miss(since, now time.Time, cause string) (Transition, bool) {
 	d.oks = 0
 	if d.misses == 0 {
-		d.firstMiss = now
+		d.firstMiss = since
 	}
 	d.misses++
 	d.lastFail = now

@@ -246,3 +246,20 @@ func TestHealthTextRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestDetectorDownTimesFromSending: a failure streak of probes that time out
+// begins when its first probe was sent, so the detection latency includes
+// that probe's timeout.
+func TestDetectorDownTimesFromSending(t *testing.T) {
+	d := NewDetector(0, "primary", Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1})
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	d.ObserveSent(at(0), at(1), true, "")
+	var tr Transition
+	for _, sent := range []int{10, 20, 30} {
+		// Each probe times out after 10 ms.
+		tr, _ = d.ObserveSent(at(sent), at(sent+10), false, "probe: timeout")
+	}
+	if tr.To != Down || !tr.FirstMiss.Equal(at(10)) || !tr.At.Equal(at(40)) || tr.DetectionLatency() != 30*time.Millisecond {
+		t.Fatalf("transition %+v, latency %v; want down at 40 ms, first miss at 10 ms (sent), 30 ms", tr, tr.DetectionLatency())
+	}
+}

@@ -260,7 +260,7 @@ func (m *Monitor) record(s *monServer, start, end time.Time, err error) {
 	if !busy {
 		s.busySince = time.Time{}
 	}
-	if tr, changed := s.det.Observe(end, err == nil, cause); changed {
+	if tr, changed := s.det.ObserveSent(start, end, err == nil, cause); changed {
 		m.deliver(s, tr)
 	}
 }

@@ -220,10 +220,16 @@ func TestMonitorEvidence(t *testing.T) {
 	if st := m.Snapshot().Servers[Primary]; st.Health != Up || st.Evidence != 5 || st.ConsecutiveMisses != 1 {
 		t.Fatalf("after a burst of 5 evidence: %+v; want up, 5 counted, 1 miss", st)
 	}
-	select {
-	case tr := <-m.Events():
-		t.Fatalf("a burst of evidence made a transition: %v", tr)
-	case <-time.After(20 * time.Millisecond):
+	for deadline := time.After(20 * time.Millisecond); ; {
+		select {
+		case tr := <-m.Events():
+			if tr.Server == Primary {
+				t.Fatalf("a burst of evidence made a transition: %v", tr)
+			}
+			continue // the backup's own probe result
+		case <-deadline:
+		}
+		break
 	}
 }
 
