@@ -75,8 +75,13 @@ func (t *Table) ServerDown(now int64, server int, cause string) FailoverRecord {
 		}
 		if f.state == StateClosed || f.state == StateTimeWait || f.finSent && f.cli.fin {
 			// Both directions are closed as far as the client knows:
-			// nothing to carry on, and a reset would only confuse it.
+			// nothing to carry on, and a reset would only confuse it. The
+			// client may still wait for the ACK of its FIN, which the
+			// other leg gives from now on (gated).
 			f.legs[i].up = false
+			if i == f.live {
+				t.kick(f, kickRelease)
+			}
 			continue
 		}
 		if i == f.live {

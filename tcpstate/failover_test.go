@@ -742,3 +742,30 @@ func TestTakeoverAtTheReplyEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestClientFinAckedAfterLateFailure: the primary fails once both sides'
+// FINs were sent, before it acknowledged the client's; the backup's ACK of
+// the client's FIN, sent again, reaches the client.
+func TestClientFinAckedAfterLateFailure(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBed(t, tc.cISN, tc.pISN, tc.bISN)
+			b.handshake()
+			b.feed(true, b.fromClient(b.cISN+1, b.pISN+1, rewrite.ACK|rewrite.PSH, cTS0+2, pTS0), []byte("GET / HTTP/1.0\r\n\r\n"))
+			reply := replyBytes(1000)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+19, rewrite.ACK|rewrite.FIN, 125, bTS0+2, cTS0+2), reply)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+19, rewrite.ACK|rewrite.FIN, 500, pTS0+2, cTS0+2), reply)
+			b.feed(true, b.fromClient(b.cISN+19, b.pISN+1002, rewrite.ACK|rewrite.FIN, cTS0+3, pTS0+2), nil)
+			b.tab.ServerDown(b.now, 0, "probe")
+			b.tick(0)
+			b.feed(true, b.fromClient(b.cISN+19, b.pISN+1002, rewrite.ACK|rewrite.FIN, cTS0+300, pTS0+2), nil)
+			out := b.feed(false, b.fromServer(backupIP, b.bISN+1002, b.cISN+20, rewrite.ACK, 125, bTS0+60, cTS0+300), nil)
+			for _, s := range append(out, b.tick(0)...) {
+				if s.side == ClientSide && rewrite.Seq(s.tcp.Ack) == b.cISN+20 {
+					return
+				}
+			}
+			t.Fatalf("the client's FIN is never acknowledged (flow %v)", b.flow().State())
+		})
+	}
+}

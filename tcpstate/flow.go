@@ -193,9 +193,14 @@ func other(i uint8) uint8 { return 1 - i }
 // the legs still in the flow, so a byte is acknowledged only once every leg
 // holds it.
 func (f *Flow) gated() (ack, re rewrite.Seq) {
-	l := &f.legs[f.live]
+	l, o := &f.legs[f.live], &f.legs[other(f.live)]
+	if !l.up && o.up && o.synAck {
+		// The live leg failed once both directions had closed (ServerDown):
+		// the other acknowledges the client's last segments, its FIN too.
+		return o.ack, o.rightEdge
+	}
 	ack, re = l.ack, l.rightEdge
-	if o := &f.legs[other(f.live)]; o.up && o.synAck {
+	if o.up && o.synAck {
 		ack = rewrite.SeqMin(ack, o.ack)
 		re = rewrite.SeqMin(re, o.rightEdge)
 	}
