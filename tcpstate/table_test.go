@@ -1516,6 +1516,28 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			b.t.Fatalf("%+v, want one RST to the backup", out)
 		}
 	}
+	// fillOutput leaves b's output without room, as a busy batch would.
+	fillOutput := func(b *bed) {
+		b.out.Reset()
+		for b.out.room(1) {
+			b.out.emit(ClientSide, b.out.buf()[:0])
+		}
+	}
+	// sweepFull runs a sweep with a full output: the flow must stay for
+	// the reset it still owes, which the next tick sends.
+	sweepFull := func(b *bed, what string) {
+		b.t.Helper()
+		b.tab.nextSweep = 0
+		fillOutput(b)
+		if more := b.tab.Tick(b.now, b.out); !more || b.flow() == nil || b.tab.nextSweep <= b.now {
+			b.t.Fatalf("%s with a full output: more %v, flow kept %v, swept %v; want more, the flow kept for its reset",
+				what, more, b.flow() != nil, b.tab.nextSweep > b.now)
+		}
+		wantRST(b, b.tick(0))
+		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
+			b.t.Fatalf("drain_cutoffs %d, want 1", n)
+		}
+	}
 	t.Run("reset once the backup sent as far", func(t *testing.T) {
 		b := resetWhileLagging(t)
 		half := reply[:300]
@@ -1644,19 +1666,7 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 			t.Fatalf("a tick within the bound: %+v, want nothing", out)
 		}
 		b.now += rstHoldMax
-		b.tab.nextSweep = 0
-		b.out.Reset()
-		for b.out.room(1) {
-			b.out.emit(ClientSide, b.out.buf()[:0])
-		}
-		if more := b.tab.Tick(b.now, b.out); !more || b.flow() == nil || b.tab.nextSweep <= b.now {
-			t.Fatalf("a sweep with a full output: more %v, flow kept %v, swept %v; want more, the flow kept for its reset",
-				more, b.flow() != nil, b.tab.nextSweep > b.now)
-		}
-		wantRST(b, b.tick(0))
-		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
-			t.Fatalf("drain_cutoffs %d, want 1", n)
-		}
+		sweepFull(b, "a sweep past the stall bound")
 		if out := b.tick(0); len(out) != 0 {
 			t.Fatalf("the tick after: %+v, want nothing", out)
 		}
@@ -1675,19 +1685,7 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 		b.now = closed + 2*wait
 		b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+1, rewrite.ACK, 125, bTS0+1, cTS0), reply[:1])
 		b.now++
-		b.tab.nextSweep = 0
-		b.out.Reset()
-		for b.out.room(1) {
-			b.out.emit(ClientSide, b.out.buf()[:0])
-		}
-		if more := b.tab.Tick(b.now, b.out); !more || b.flow() == nil || b.tab.nextSweep <= b.now {
-			t.Fatalf("the sweep at the cap with a full output: more %v, flow kept %v, swept %v; want more, the flow kept for its reset",
-				more, b.flow() != nil, b.tab.nextSweep > b.now)
-		}
-		wantRST(b, b.tick(0))
-		if n := b.tab.Stats.Counters[DrainCutoffs]; n != 1 {
-			t.Fatalf("drain_cutoffs %d, want 1", n)
-		}
+		sweepFull(b, "the sweep at the cap")
 		b.tab.nextSweep = 0
 		if out := b.tick(0); len(out) != 0 || b.flow() != nil {
 			t.Fatalf("the next sweep: %+v, flow kept %v; want nothing sent, the flow gone", out, b.flow() != nil)
@@ -1699,10 +1697,7 @@ func TestLateServerSegmentsAfterClientReset(t *testing.T) {
 		n := rewrite.Build(b.buf, &spec, &b.pkt)
 		n = withPayload(t, b.buf, n, reply)
 		b.pkt.Parse(b.buf[:n], false, true)
-		b.out.Reset()
-		for b.out.room(1) {
-			b.out.emit(ClientSide, b.out.buf()[:0])
-		}
+		fillOutput(b)
 		b.tab.HandleServer(b.now, &b.pkt, b.out)
 		// The next sweep sends its reset, well within the stall bound.
 		b.tab.nextSweep = 0
