@@ -107,8 +107,7 @@ type Gateway struct {
 	last         *Failover
 	failovers    uint64 // takeovers carried out, automatic and manual
 	evidenceSeen uint64
-	pending      [16]failover.Transition // the monitor's transitions taken together (events)
-	drained      [2]bool                 // servers taken out of new flows by the operator
+	drained      [2]bool // servers taken out of new flows by the operator
 	detection    tcpstate.Histogram
 	logLimit     limiter // per-flow and per-packet log lines
 }

@@ -68,6 +68,30 @@ type idleProber struct{}
 
 func (idleProber) Probe(context.Context) error { return nil }
 
+// TestStandbyDownFirst: both servers' failures reported at once (carrier
+// loss on the server interface) leave the flows where they are: the
+// standby's is taken first, whichever comes first on Events, so no takeover
+// moves them to a standby that is down too.
+func TestStandbyDownFirst(t *testing.T) {
+	for _, order := range [][2]int{{failover.Primary, failover.Backup}, {failover.Backup, failover.Primary}} {
+		g := drainGateway(t)
+		g.arb.ServerUp(failover.Primary, time.Now(), "up")
+		g.arb.ServerUp(failover.Backup, time.Now(), "up")
+		for _, s := range order {
+			g.mon.Fence(s, "carrier lost")
+		}
+		g.events(0)
+		for _, act := range g.arb.History() {
+			if act.Kind == failover.Takeover {
+				t.Fatalf("order %v: %v; want no takeover", order, g.arb.History())
+			}
+		}
+		if r := g.arb.Roles(); r.Active != failover.None || r.Standby != failover.None {
+			t.Fatalf("order %v: roles %s, want none", order, r)
+		}
+	}
+}
+
 // TestOperatorSeesPendingFailure: a server's failure the loop has not
 // taken yet (it waits for frames without the lock) is taken before an
 // operator's command decides on the roles.

@@ -22,27 +22,34 @@ type Failover struct {
 	MaxStallMS float64   `json:"max_stall_ms"` // longest wait such a client had
 }
 
-// events takes the monitor's transitions without waiting and acts on them,
-// those waiting together in StandbyFirst order. Called with g.mu held.
+// events takes the monitor's transitions without waiting and acts on them.
+// Called by the loop with g.mu held.
 func (g *Gateway) events(now int64) {
 	for {
-		n := 0
-	take:
-		for n < len(g.pending) {
-			select {
-			case g.pending[n] = <-g.mon.Events():
-				n++
-			default:
-				break take
-			}
-		}
-		if n == 0 {
+		select {
+		case tr := <-g.mon.Events():
+			g.standbyDownFirst(tr, now)
+			g.carryOut(g.arb.Apply(tr), tr, now)
+		default:
 			g.evidence()
 			return
 		}
-		failover.StandbyFirst(g.pending[:n], g.arb.Roles().Active, func(tr failover.Transition) {
-			g.carryOut(g.arb.Apply(tr), tr, now)
-		})
+	}
+}
+
+// standbyDownFirst takes the standby's failure first when tr is the active
+// server's and the standby's detector is down too, its transition not yet
+// taken: carrier loss on the server interface reports both at once, and a
+// takeover by a standby already lost would move every flow off a server
+// that may come back on the same link.
+func (g *Gateway) standbyDownFirst(tr failover.Transition, now int64) {
+	r := g.arb.Roles()
+	if tr.To != failover.Down || tr.Server != r.Active || r.Standby == failover.None {
+		return
+	}
+	if h, cause := g.mon.Health(r.Standby); h == failover.Down {
+		st := failover.Transition{Server: r.Standby, Name: g.names[r.Standby], To: failover.Down, At: tr.At, Cause: cause}
+		g.carryOut(g.arb.Apply(st), st, now)
 	}
 }
 

@@ -175,25 +175,6 @@ func (a *Arbiter) Apply(t Transition) Action {
 	return noAction()
 }
 
-// StandbyFirst calls apply with the transitions of trs of servers other
-// than active first, then active's, each server's in their order. When the
-// transitions waiting together include the standby's failure, the active
-// server's must not be taken first: carrier loss on the server interface
-// reports both at once, and a takeover by a standby already lost would move
-// every flow off a server that may well come back on the same link.
-func StandbyFirst(trs []Transition, active int, apply func(Transition)) {
-	for _, t := range trs {
-		if t.Server != active {
-			apply(t)
-		}
-	}
-	for _, t := range trs {
-		if t.Server == active {
-			apply(t)
-		}
-	}
-}
-
 // ServerDown records that server i failed and returns what to do. A
 // standby of unknown health (not yet Rise good probes) still takes over:
 // it holds every byte, and the alternative is losing every flow.

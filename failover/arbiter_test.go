@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -221,47 +220,5 @@ func TestArbiterHistoryWraps(t *testing.T) {
 		if h[k].At.Before(h[k-1].At) {
 			t.Fatalf("history out of order at %d", k)
 		}
-	}
-}
-
-// TestStandbyFirst: transitions waiting together are applied with the
-// standby's first, so that carrier loss, which reports both servers down at
-// once, leaves the flows where they are rather than moving them to a
-// standby that is down too.
-func TestStandbyFirst(t *testing.T) {
-	down := func(s int) Transition { return Transition{Server: s, To: Down, At: t0, Cause: "carrier lost"} }
-	up := func(s int) Transition { return Transition{Server: s, To: Up, At: t0, Cause: "good probes"} }
-	cases := []struct {
-		name      string
-		backupOut bool // the backup is down before the transitions
-		trs       []Transition
-		want      []ActionKind
-	}{
-		{"carrier loss: both down, the active's first", false, []Transition{down(Primary), down(Backup)},
-			[]ActionKind{StandbyLost, ServiceDown}},
-		{"both down, the standby's first", false, []Transition{down(Backup), down(Primary)},
-			[]ActionKind{StandbyLost, ServiceDown}},
-		{"the active fails as the standby returns", true, []Transition{down(Primary), up(Backup)},
-			[]ActionKind{Reintegrate, Takeover}},
-		{"the active fails alone", false, []Transition{down(Primary)}, []ActionKind{Takeover}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			a := NewArbiter([2]string{})
-			a.ServerUp(Primary, t0, "up")
-			a.ServerUp(Backup, t0, "up")
-			if tc.backupOut {
-				a.ServerDown(Backup, t0, "down")
-			}
-			var got []ActionKind
-			StandbyFirst(tc.trs, a.Roles().Active, func(tr Transition) {
-				if act := a.Apply(tr); act.Kind != NoAction {
-					got = append(got, act.Kind)
-				}
-			})
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("actions %v, want %v", got, tc.want)
-			}
-		})
 	}
 }

@@ -168,6 +168,11 @@ func TestMonitorLinkDown(t *testing.T) {
 					if tr.To != to {
 						t.Fatalf("transition %v, want to %v", tr, to)
 					}
+					if h, _ := m.Health(1 - tr.Server); to == Down && len(got) == 0 && h != Down {
+						// The datapath takes the standby's failure first
+						// by asking Health when the active's comes.
+						t.Fatalf("the first transition of the carrier loss, %v, came while the other server was %v", tr, h)
+					}
 					got[tr.Server] = tr
 				case <-deadline:
 					t.Fatalf("transitions to %v: got %v; snapshot %+v", to, got, m.Snapshot())

@@ -309,15 +309,43 @@ func (m *Monitor) linkChange(ev LinkEvent) {
 	} else {
 		m.log.Warn("server link carrier lost", "iface", ev.Iface, "state", ev.State)
 	}
-	for _, s := range m.srv {
-		s.mu.Lock()
-		if ev.Carrier {
+	if ev.Carrier {
+		for _, s := range m.srv {
+			s.mu.Lock()
 			s.det.LinkUp(ev.At)
-		} else if tr, changed := s.det.LinkDown(ev.At, ev.Cause()); changed {
-			m.deliver(s, tr)
+			s.mu.Unlock()
 		}
+		return
+	}
+	// Every server is down before the first transition goes out: the
+	// datapath, taking the active server's, must find its standby down
+	// too (Health), not make it take over.
+	var trs [2]Transition
+	var changed [2]bool
+	for i, s := range m.srv {
+		s.mu.Lock()
+		trs[i], changed[i] = s.det.LinkDown(ev.At, ev.Cause())
 		s.mu.Unlock()
 	}
+	for i, s := range m.srv {
+		if changed[i] {
+			s.mu.Lock()
+			m.deliver(s, trs[i])
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Health returns server's health as its detector has it now, which may be
+// ahead of the transitions not yet taken from Events.
+func (m *Monitor) Health(server int) (Health, string) {
+	if server < 0 || server >= len(m.srv) {
+		return Unknown, ""
+	}
+	s := m.srv[server]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.det.Health(), s.det.Status().LastCause
 }
 
 // deliver logs a transition and queues it without blocking. Called with

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -713,4 +714,66 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestServerLinkLoss: the gateway's own server-side link loses its carrier
+// for a moment during a download, which reports both servers down at once.
+// The flows stay with the primary — no takeover by a backup that is down
+// too — the download ends with every byte, and both servers come back once
+// the link is up.
+func TestServerLinkLoss(t *testing.T) {
+	b := upFailover(t)
+	gw := b.StartGateway(failoverArgs...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
+		}
+	})
+	for s, role := range map[Server]string{Pri: "active", Bak: "standby"} {
+		if err := b.WaitServerState(s, role, "up", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 64 MiB at 16 MB/s: about 4 s, the link lost 1 s in.
+	run := b.Background(func() (*Transfer, error) {
+		return b.Download("/big.bin", "--limit-rate", "16M", "--max-time", "60")
+	})
+	time.Sleep(time.Second)
+	b.MustRun(b.Gateway(), "ip", "link", "set", ServerIface, "down")
+	time.Sleep(200 * time.Millisecond)
+	b.MustRun(b.Gateway(), "ip", "link", "set", ServerIface, "up")
+	tr, err := run.Wait()
+	if err != nil {
+		t.Fatalf("download across the link loss: %v", err)
+	}
+	if want := b.SHA256("big.bin"); tr.SHA256 != want {
+		t.Fatalf("download across the link loss: sha256 %s, want %s", tr.SHA256, want)
+	}
+	st, err := b.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, _ := json.Marshal(st["role_history"])
+	if n, _ := st["failovers"].(float64); n != 0 || strings.Contains(string(hist), `"takeover"`) {
+		t.Fatalf("%v failovers; role history %s; want none: the backup was down too", st["failovers"], hist)
+	}
+	if !strings.Contains(string(hist), `"standby-lost"`) || !strings.Contains(string(hist), `"service-down"`) {
+		t.Errorf("role history %s, want the standby lost, then the service down", hist)
+	}
+	for _, s := range []Server{Pri, Bak} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st, err := b.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, health := ServerState(st, s); health == "up" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not up 5 s after the link came back: %v", s, st["servers"])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
