@@ -107,6 +107,7 @@ type Gateway struct {
 	last         *Failover
 	failovers    uint64 // takeovers carried out, automatic and manual
 	evidenceSeen uint64
+	droppedSeen  uint64  // the monitor's dropped transitions already recovered from
 	drained      [2]bool // servers taken out of new flows by the operator
 	detection    tcpstate.Histogram
 	logLimit     limiter // per-flow and per-packet log lines

@@ -92,6 +92,38 @@ func TestStandbyDownFirst(t *testing.T) {
 	}
 }
 
+// TestRecoverDroppedTransitions: a failure whose transition the monitor
+// dropped (its channel full) still reaches the roles: the loop, seeing the
+// drop count grow, makes them follow the detectors.
+func TestRecoverDroppedTransitions(t *testing.T) {
+	g := drainGateway(t)
+	mon, err := failover.NewMonitor(failover.MonitorConfig{
+		Config:      failover.Config{Interval: time.Hour},
+		Probers:     [2]failover.Prober{idleProber{}, idleProber{}},
+		EventBuffer: 1,
+		Log:         g.log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.mon = mon
+	g.arb.ServerUp(failover.Primary, time.Now(), "up")
+	g.arb.ServerUp(failover.Backup, time.Now(), "up")
+	g.mon.Fence(failover.Backup, "probe timeouts")  // queued
+	g.mon.Fence(failover.Primary, "probe timeouts") // dropped: the channel holds one
+	if g.mon.Dropped() != 1 {
+		t.Fatalf("%d transitions dropped, want 1", g.mon.Dropped())
+	}
+	g.events(0)
+	if r := g.arb.Roles(); r.Active != failover.None || r.Health[failover.Primary] != failover.Down {
+		t.Fatalf("roles %s: the primary's dropped failure was not taken", r)
+	}
+	g.events(0) // nothing new: nothing more to do
+	if n := len(g.arb.History()); n != 2 {
+		t.Fatalf("history %v, want the standby lost and the service down", g.arb.History())
+	}
+}
+
 // TestOperatorSeesPendingFailure: a server's failure the loop has not
 // taken yet (it waits for frames without the lock) is taken before an
 // operator's command decides on the roles.

@@ -31,8 +31,32 @@ func (g *Gateway) events(now int64) {
 			g.standbyDownFirst(tr, now)
 			g.carryOut(g.arb.Apply(tr), tr, now)
 		default:
+			g.recoverDropped(now)
 			g.evidence()
 			return
+		}
+	}
+}
+
+// recoverDropped makes the roles follow the detectors' state when the
+// monitor dropped transitions (its channel was full): they report changes
+// only, so a lost Down would otherwise leave a dead server active for good.
+func (g *Gateway) recoverDropped(now int64) {
+	d := g.mon.Dropped()
+	if d == g.droppedSeen {
+		return
+	}
+	g.droppedSeen = d
+	g.log.Warn("failover events were dropped: roles follow the detectors' state now")
+	for _, down := range []bool{true, false} { // failures first, as Apply would have had them
+		for i := range g.names {
+			h, cause := g.mon.Health(i)
+			if (h == failover.Down) != down || h == failover.Unknown || g.arb.Roles().Health[i] == h {
+				continue
+			}
+			tr := failover.Transition{Server: i, Name: g.names[i], To: h, At: time.Now(), Cause: cause}
+			g.standbyDownFirst(tr, now)
+			g.carryOut(g.arb.Apply(tr), tr, now)
 		}
 	}
 }

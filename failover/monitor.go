@@ -336,6 +336,10 @@ func (m *Monitor) linkChange(ev LinkEvent) {
 	}
 }
 
+// Dropped counts the transitions lost to a full Events channel: a reader
+// that sees it grow should compare its view with Health.
+func (m *Monitor) Dropped() uint64 { return m.dropped.Load() }
+
 // Health returns server's health as its detector has it now, which may be
 // ahead of the transitions not yet taken from Events.
 func (m *Monitor) Health(server int) (Health, string) {
