@@ -16,9 +16,6 @@ import (
 // MonitorConfig.EventBuffer is zero.
 const DefaultEventBuffer = 64
 
-// DefaultBusyFor is MonitorConfig.BusyFor when it is zero.
-const DefaultBusyFor = time.Second
-
 // MonitorConfig configures a Monitor. The zero value plus server
 // addresses is valid.
 type MonitorConfig struct {
@@ -46,15 +43,12 @@ type MonitorConfig struct {
 	// Busy, if set, reports whether the server has sent application data
 	// through the gateway since the given time. A probe that timed out
 	// while its server was busy answering clients says the server is
-	// loaded, not dead: it counts neither as a miss nor as a success, for
-	// BusyFor at most. A silent host sends nothing; a hung server's kernel
-	// still sends what its sockets hold, for seconds to a slow client, so
-	// after BusyFor of excused timeouts they count again. A refused or
-	// reset probe always counts.
+	// loaded, not dead: it counts neither as a miss nor as a success. A
+	// silent host sends nothing, so it never hides behind it; a hung
+	// server's kernel still sends what its sockets hold, so its timeouts
+	// count once those have drained. A refused or reset probe always
+	// counts.
 	Busy func(server int, since time.Time) bool
-	// BusyFor bounds how long in a row Busy excuses a server's probe
-	// timeouts; 0 is DefaultBusyFor.
-	BusyFor time.Duration
 }
 
 // Monitor probes both servers, watches the server-side link, feeds the
@@ -88,9 +82,6 @@ type monServer struct {
 	timeouts  uint64
 	// busyTimeouts are timeouts not counted: the server was sending data.
 	busyTimeouts uint64
-	// busySince is when the current run of timeouts of a busy server
-	// began (zero: none).
-	busySince time.Time
 }
 
 // NewMonitor checks cfg and prepares a monitor; Run starts it.
@@ -98,9 +89,6 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	cfg.Config = cfg.Config.WithDefaults()
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = DefaultEventBuffer
-	}
-	if cfg.BusyFor <= 0 {
-		cfg.BusyFor = DefaultBusyFor
 	}
 	if cfg.Names[0] == "" {
 		cfg.Names[0] = "primary"
@@ -244,21 +232,12 @@ func (m *Monitor) record(s *monServer, start, end time.Time, err error) {
 	s.lastOK = err == nil
 	s.lastErr = cause
 	var pe *ProbeError
-	busy := false
 	if errors.As(err, &pe) && pe.Timeout() {
 		s.timeouts++
-		if busy = m.cfg.Busy != nil && m.cfg.Busy(s.index, start); busy {
-			if s.busySince.IsZero() {
-				s.busySince = start
-			}
-			if start.Sub(s.busySince) < m.cfg.BusyFor {
-				s.busyTimeouts++
-				return
-			}
+		if m.cfg.Busy != nil && m.cfg.Busy(s.index, start) {
+			s.busyTimeouts++
+			return
 		}
-	}
-	if !busy {
-		s.busySince = time.Time{}
 	}
 	if tr, changed := s.det.ObserveSent(start, end, err == nil, cause); changed {
 		m.deliver(s, tr)

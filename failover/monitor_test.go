@@ -333,33 +333,6 @@ func TestMonitorBusyTimeouts(t *testing.T) {
 	waitEvent(t, m, Primary, Down, time.Second)
 }
 
-// TestMonitorBusyForBound: a server whose probes time out while it still
-// sends data (a hung server's kernel emptying its sockets to slow clients)
-// is excused for BusyFor, and then its timeouts count.
-func TestMonitorBusyForBound(t *testing.T) {
-	p := [2]*scripted{{}, {}}
-	p[0].fail.Store(true)
-	m, err := NewMonitor(MonitorConfig{
-		Config:  Config{Interval: 2 * time.Millisecond, Misses: 2, Rise: 1},
-		Probers: [2]Prober{p[0], p[1]},
-		Busy:    func(server int, _ time.Time) bool { return server == Primary },
-		BusyFor: 60 * time.Millisecond,
-		Log:     quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	startMonitor(t, m)
-	tr := waitEvent(t, m, Primary, Down, time.Second)
-	if took := time.Since(start); took < 60*time.Millisecond {
-		t.Fatalf("down after %v, within BusyFor", took)
-	}
-	if st := m.Snapshot().Servers[Primary]; st.BusyTimeouts == 0 || tr.From == Down {
-		t.Fatalf("busy timeouts %d, transition %v", st.BusyTimeouts, tr)
-	}
-}
-
 // defaultProbeKind is the probe a monitor without an HTTP path runs here:
 // raw SYNs need Linux and CAP_NET_RAW.
 func defaultProbeKind() string {
