@@ -130,6 +130,7 @@ type DetectorStatus struct {
 	Health            Health    `json:"health"`
 	ConsecutiveMisses int       `json:"consecutive_misses"`
 	ConsecutiveOK     int       `json:"consecutive_ok"`
+	RiseNeeded        int       `json:"rise_needed"` // good probes it needs to come up: Rise, doubled per recent flap
 	LinkDown          bool      `json:"link_down"`
 	LastGood          time.Time `json:"last_good"`
 	LastFailure       time.Time `json:"last_failure"`
@@ -160,8 +161,26 @@ type Detector struct {
 	linkDown  bool
 	// lastEvidence is when evidence last counted as a miss.
 	lastEvidence time.Time
-	counters     Counters
+	// upAt is when the server last came up; flaps counts its failures
+	// each within flapWindow of its coming up before, which double the
+	// good probes it needs to come up again (riseNeeded).
+	upAt     time.Time
+	flaps    int
+	counters Counters
 }
+
+// flapWindow is how soon after coming up a failure makes the server a
+// flapping one; maxFlapShift caps the doubling of Rise (3 probes become
+// 3072: 31 s with 10 ms probes).
+const (
+	flapWindow   = 30 * time.Second
+	maxFlapShift = 10
+)
+
+// riseNeeded is how many consecutive good probes bring the server up: Rise,
+// doubled for each recent flap, so that a server crashing and restarting in
+// a loop is not made the standby (and taken over by) each time it answers.
+func (d *Detector) riseNeeded() int { return d.cfg.Rise << min(d.flaps, maxFlapShift) }
 
 // NewDetector returns a detector for server index server named name, in
 // state Unknown.
@@ -178,6 +197,7 @@ func (d *Detector) Status() DetectorStatus {
 		Health:            d.health,
 		ConsecutiveMisses: d.misses,
 		ConsecutiveOK:     d.oks,
+		RiseNeeded:        d.riseNeeded(),
 		LinkDown:          d.linkDown,
 		LastGood:          d.lastGood,
 		LastFailure:       d.lastFail,
@@ -210,7 +230,8 @@ func (d *Detector) ObserveSent(sent, now time.Time, ok bool, cause string) (Tran
 		return Transition{}, false
 	}
 	d.oks++
-	if d.health != Up && d.oks >= d.cfg.Rise {
+	if d.health != Up && d.oks >= d.riseNeeded() {
+		d.upAt = now
 		return d.change(now, Up, fmt.Sprintf("%d consecutive good probes", d.oks), time.Time{}), true
 	}
 	return Transition{}, false
@@ -282,9 +303,20 @@ func (d *Detector) miss(since, now time.Time, cause string) (Transition, bool) {
 	d.lastFail = now
 	d.lastCause = cause
 	if d.health != Down && d.misses >= d.cfg.Misses {
+		d.noteFailure(now)
 		return d.change(now, Down, cause, d.firstMiss), true
 	}
 	return Transition{}, false
+}
+
+// noteFailure counts a failure of a server that came up less than
+// flapWindow ago as a flap, and forgets the flaps of one that stayed up.
+func (d *Detector) noteFailure(now time.Time) {
+	if d.health == Up && now.Sub(d.upAt) < flapWindow {
+		d.flaps++
+	} else {
+		d.flaps = 0
+	}
 }
 
 func (d *Detector) change(now time.Time, to Health, cause string, firstMiss time.Time) Transition {

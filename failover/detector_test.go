@@ -8,7 +8,7 @@ import (
 // step is one input to a detector in a scripted test; the clock advances
 // by one interval before each step.
 type step struct {
-	op    string // "ok", "fail", "evidence", "burst", "linkdown", "linkup", "reset-down", "reset-unknown"
+	op    string // "ok", "fail", "evidence", "burst", "linkdown", "linkup", "reset-down", "reset-unknown", "idle"
 	cause string
 	want  Health // health after the step
 	tr    bool   // whether the step must report a transition
@@ -42,7 +42,25 @@ func TestDetectorScripts(t *testing.T) {
 			ok(Down, false), ok(Down, false), ok(Up, true),
 		}},
 		{"misses of one", Config{Misses: 1, Rise: 1}, []step{
-			ok(Up, true), fail(Down, true), ok(Up, true), fail(Down, true),
+			ok(Up, true), fail(Down, true), ok(Down, false), ok(Up, true), fail(Down, true),
+		}},
+		{"a flapping server needs twice the good probes per flap", Config{Misses: 1, Rise: 2}, []step{
+			ok(Unknown, false), ok(Up, true),
+			fail(Down, true), // within the flap window of coming up: 4 now
+			ok(Down, false), ok(Down, false), ok(Down, false), ok(Up, true),
+			fail(Down, true), // again: 8
+			ok(Down, false), ok(Down, false), ok(Down, false), ok(Down, false),
+			ok(Down, false), ok(Down, false), ok(Down, false), ok(Up, true),
+			{op: "idle", want: Up}, // up past the window: the flaps are forgotten
+			fail(Down, true), ok(Down, false), ok(Up, true),
+		}},
+		{"fences and carrier loss are no flaps", Config{Misses: 3, Rise: 1}, []step{
+			ok(Up, true),
+			{op: "reset-down", cause: "manual failover", want: Down, tr: true},
+			ok(Up, true),
+			{op: "linkdown", cause: "carrier lost", want: Down, tr: true},
+			{op: "linkup", want: Down},
+			ok(Up, true),
 		}},
 		{"evidence counts as a miss", Config{Misses: 3, Rise: 1}, []step{
 			ok(Up, true),
@@ -137,6 +155,9 @@ func TestDetectorScripts(t *testing.T) {
 					tr, changed = d.LinkDown(now, s.cause)
 				case "linkup":
 					d.LinkUp(now)
+				case "idle":
+					now = now.Add(flapWindow)
+					tr, changed = d.Observe(now, true, "")
 				case "reset-down":
 					tr, changed = d.Reset(now, Down, s.cause)
 				case "reset-unknown":
@@ -197,6 +218,10 @@ func TestDetectorDownTimes(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 
+	// Down 40 ms after it came up: a flap, so Rise (1) doubles.
+	if _, changed := d.Observe(at(45), true, ""); changed || d.Status().RiseNeeded != 2 {
+		t.Fatalf("one good probe after a flap: changed %v, rise needed %d; want no change, 2", changed, d.Status().RiseNeeded)
+	}
 	tr, changed = d.Observe(at(50), true, "")
 	if !changed || tr.From != Down || tr.To != Up || !tr.FirstMiss.IsZero() || tr.DetectionLatency() != 0 {
 		t.Fatalf("up transition %+v changed=%v", tr, changed)
