@@ -28,8 +28,7 @@ func (g *Gateway) events(now int64) {
 	for {
 		select {
 		case tr := <-g.mon.Events():
-			g.standbyDownFirst(tr, now)
-			g.carryOut(g.arb.Apply(tr), tr, now)
+			g.apply(tr, now)
 		default:
 			g.recoverDropped(now)
 			g.evidence()
@@ -38,8 +37,28 @@ func (g *Gateway) events(now int64) {
 	}
 }
 
-// recoverDropped makes the roles follow the detectors' state when the
-// monitor dropped transitions (its channel was full): they report changes
+// apply makes the roles and the flow table follow tr. The active server's
+// failure waits for the other's, if its detector has it and its transition
+// is not taken yet: carrier loss on the server interface reports both at
+// once, and a takeover by a standby already lost would move every flow off
+// a server that may come back on the same link.
+func (g *Gateway) apply(tr failover.Transition, now int64) {
+	if tr.To == failover.Down && tr.Server == g.arb.Roles().Active {
+		g.follow(1-tr.Server, failover.Down, tr.At, now)
+	}
+	g.carryOut(g.arb.Apply(tr), tr, now)
+}
+
+// follow applies server i's state as its detector has it now (Monitor.Health)
+// if that is h and the roles have yet to take it.
+func (g *Gateway) follow(i int, h failover.Health, at time.Time, now int64) {
+	if got, cause := g.mon.Health(i); got == h && g.arb.Roles().Health[i] != h {
+		g.apply(failover.Transition{Server: i, Name: g.names[i], To: h, At: at, Cause: cause}, now)
+	}
+}
+
+// recoverDropped makes the roles follow the detectors when the monitor
+// dropped transitions (its channel was full): detectors report changes
 // only, so a lost Down would otherwise leave a dead server active for good.
 func (g *Gateway) recoverDropped(now int64) {
 	d := g.mon.Dropped()
@@ -48,32 +67,10 @@ func (g *Gateway) recoverDropped(now int64) {
 	}
 	g.droppedSeen = d
 	g.log.Warn("failover events were dropped: roles follow the detectors' state now")
-	for _, down := range []bool{true, false} { // failures first, as Apply would have had them
+	for _, h := range []failover.Health{failover.Down, failover.Up} { // failures first
 		for i := range g.names {
-			h, cause := g.mon.Health(i)
-			if (h == failover.Down) != down || h == failover.Unknown || g.arb.Roles().Health[i] == h {
-				continue
-			}
-			tr := failover.Transition{Server: i, Name: g.names[i], To: h, At: time.Now(), Cause: cause}
-			g.standbyDownFirst(tr, now)
-			g.carryOut(g.arb.Apply(tr), tr, now)
+			g.follow(i, h, time.Now(), now)
 		}
-	}
-}
-
-// standbyDownFirst takes the standby's failure first when tr is the active
-// server's and the standby's detector is down too, its transition not yet
-// taken: carrier loss on the server interface reports both at once, and a
-// takeover by a standby already lost would move every flow off a server
-// that may come back on the same link.
-func (g *Gateway) standbyDownFirst(tr failover.Transition, now int64) {
-	r := g.arb.Roles()
-	if tr.To != failover.Down || tr.Server != r.Active || r.Standby == failover.None {
-		return
-	}
-	if h, cause := g.mon.Health(r.Standby); h == failover.Down {
-		st := failover.Transition{Server: r.Standby, Name: g.names[r.Standby], To: failover.Down, At: tr.At, Cause: cause}
-		g.carryOut(g.arb.Apply(st), st, now)
 	}
 }
 
