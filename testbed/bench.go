@@ -204,13 +204,11 @@ func (b *Bed) RunBench(cfg BenchConfig) (*BenchReport, []error) {
 				} else {
 					rate.add(sys, rps)
 				}
-				if w, err := b.Wrk(1, cfg.LatDuration, "/1k.bin", "--latency"); err != nil {
-					fail("round %d: %s: wrk latency: %v", round, sys, err)
-				} else if l50, l99, err := wrkLatency(w.Output); err != nil {
+				if l50, l99, err := b.benchLatency(cfg.LatDuration); err != nil {
 					fail("round %d: %s: %v", round, sys, err)
 				} else {
-					p50.add(sys, float64(l50.Nanoseconds())/1e3)
-					p99.add(sys, float64(l99.Nanoseconds())/1e3)
+					p50.add(sys, l50)
+					p99.add(sys, l99)
 				}
 			}
 			if sys == Understudy {
@@ -425,12 +423,10 @@ func (b *Bed) benchSolo(cfg BenchConfig, round int, want string, bulk, rate, p50
 	} else {
 		rate.add(Understudy, rps)
 	}
-	if w, err := b.Wrk(1, cfg.LatDuration, "/1k.bin", "--latency"); err != nil {
-		fail("round %d: backup drained: wrk latency: %v", round, err)
-	} else if l50, _, err := wrkLatency(w.Output); err != nil {
+	if l50, _, err := b.benchLatency(cfg.LatDuration); err != nil {
 		fail("round %d: backup drained: %v", round, err)
 	} else {
-		p50.add(Understudy, float64(l50.Nanoseconds())/1e3)
+		p50.add(Understudy, l50)
 	}
 }
 
@@ -462,6 +458,20 @@ func (b *Bed) benchRate(d time.Duration) (float64, error) {
 		return 0, fmt.Errorf("wrk: %d socket errors, %d non-2xx", w.SocketErrors.Total(), w.Non2xx)
 	}
 	return w.RequestsPerS, nil
+}
+
+// benchLatency runs wrk on one connection with --latency for d and returns
+// its p50 and p99 in µs.
+func (b *Bed) benchLatency(d time.Duration) (p50, p99 float64, err error) {
+	w, err := b.Wrk(1, d, "/1k.bin", "--latency")
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk latency: %w", err)
+	}
+	l50, l99, err := wrkLatency(w.Output)
+	if err != nil {
+		return 0, 0, err
+	}
+	return float64(l50.Nanoseconds()) / 1e3, float64(l99.Nanoseconds()) / 1e3, nil
 }
 
 // procCPU is CPUTime, zero for the kernel (pid 0).
