@@ -43,16 +43,24 @@ func TestNewFlowRoles(t *testing.T) {
 func drainGateway(t *testing.T) *Gateway {
 	t.Helper()
 	g := bareGateway()
+	g.mon = idleMonitor(t, 0)
+	return g
+}
+
+// idleMonitor is a monitor that never probes, with an Events channel of
+// buffer transitions (0: the default).
+func idleMonitor(t *testing.T, buffer int) *failover.Monitor {
+	t.Helper()
 	mon, err := failover.NewMonitor(failover.MonitorConfig{
-		Config:  failover.Config{Interval: time.Hour},
-		Probers: [2]failover.Prober{idleProber{}, idleProber{}},
-		Log:     g.log,
+		Config:      failover.Config{Interval: time.Hour},
+		Probers:     [2]failover.Prober{idleProber{}, idleProber{}},
+		EventBuffer: buffer,
+		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.mon = mon
-	return g
+	return mon
 }
 
 // bareGateway is a Gateway with a flow table and roles, and no monitor.
@@ -96,17 +104,8 @@ func TestStandbyDownFirst(t *testing.T) {
 // dropped (its channel full) still reaches the roles: the loop, seeing the
 // drop count grow, makes them follow the detectors.
 func TestRecoverDroppedTransitions(t *testing.T) {
-	g := drainGateway(t)
-	mon, err := failover.NewMonitor(failover.MonitorConfig{
-		Config:      failover.Config{Interval: time.Hour},
-		Probers:     [2]failover.Prober{idleProber{}, idleProber{}},
-		EventBuffer: 1,
-		Log:         g.log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.mon = mon
+	g := bareGateway()
+	g.mon = idleMonitor(t, 1)
 	g.arb.ServerUp(failover.Primary, time.Now(), "up")
 	g.arb.ServerUp(failover.Backup, time.Now(), "up")
 	g.mon.Fence(failover.Backup, "probe timeouts")  // queued
