@@ -98,8 +98,9 @@ type Gateway struct {
 	// client that had our MAC cached never ARPed us).
 	learned map[[4]byte][6]byte
 
-	// lastData mirrors the table's LastData for the monitor's goroutines.
-	lastData [2]atomic.Int64
+	// lastData and lastAnswer mirror the table's LastData and LastAnswer
+	// for the monitor's goroutines.
+	lastData, lastAnswer [2]atomic.Int64
 
 	mon          *failover.Monitor
 	arb          *failover.Arbiter
@@ -227,10 +228,7 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		HTTPPath: cfg.ProbeHTTP,
 		Iface:    cfg.ServerIface,
 		Log:      g.log,
-		Busy: func(server int, since time.Time) bool {
-			last := g.lastData[server].Load()
-			return last != 0 && g.start.Add(time.Duration(last)).After(since)
-		},
+		Busy:     g.activity,
 	})
 	if err != nil {
 		return nil, err
@@ -412,9 +410,23 @@ func (g *Gateway) drain(side int, now int64) int {
 		// them while the loop runs on.
 		for i := range g.lastData {
 			g.lastData[i].Store(g.table.LastData(i))
+			g.lastAnswer[i].Store(g.table.LastAnswer(i))
 		}
 	}
 	return n
+}
+
+// activity is what server sent clients since a time, for the monitor's
+// judgement of a probe that timed out.
+func (g *Gateway) activity(server int, since time.Time) failover.Activity {
+	after := func(last int64) bool { return last != 0 && g.start.Add(time.Duration(last)).After(since) }
+	switch {
+	case after(g.lastAnswer[server].Load()):
+		return failover.Answering
+	case after(g.lastData[server].Load()):
+		return failover.Sending
+	}
+	return failover.Quiet
 }
 
 func (g *Gateway) handle(side int, fr capture.Frame, now int64) {

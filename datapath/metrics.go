@@ -45,7 +45,7 @@ func NewCollector(src StatusSource) *Collector {
 	c.detection = c.desc("understudy_failover_detection_seconds", "Time from a server's first missed probe to the decision that it failed.")
 	c.stall = c.desc("understudy_client_stall_seconds", "Per flow moved by a takeover while its client waited: time until the client got its next frame.")
 	c.divergences = c.desc("understudy_divergences_total", "Flows reset at takeover because the servers' replies differed.")
-	c.probes = c.desc("understudy_probes_total", "Health probes by server and result: ok, failed (refused, reset, bad reply), timeout (counted as a miss), timeout_busy (not counted: the server was sending clients data).", "server", "result")
+	c.probes = c.desc("understudy_probes_total", "Health probes by server and result: ok, failed (refused, reset, bad reply), timeout (counted as a miss), timeout_busy (not counted: the server was answering clients), timeout_sending (not counted: the server was sending clients data that answered nothing, for up to a second in a row).", "server", "result")
 	c.probeDuration = c.desc("understudy_probe_last_duration_seconds", "Duration of the server's latest health probe.", "server")
 	c.serverUp = c.desc("understudy_server_up", "1 if the server's health probes pass, else 0.", "server")
 	c.serverActive = c.desc("understudy_server_active", "1 if the server holds the active role (its stream reaches the clients of new flows), else 0.", "server")
@@ -122,7 +122,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.probes, p.ProbesOK, p.Name, "ok")
 		counter(c.probes, p.ProbesFailed-min(timeouts, p.ProbesFailed), p.Name, "failed")
 		counter(c.probes, timeouts, p.Name, "timeout")
-		counter(c.probes, p.BusyTimeouts, p.Name, "timeout_busy")
+		counter(c.probes, p.BusyTimeouts-p.SendingTimeouts, p.Name, "timeout_busy")
+		counter(c.probes, p.SendingTimeouts, p.Name, "timeout_sending")
 		gauge(c.probeDuration, p.LastRTT.Seconds(), p.Name)
 	}
 	for _, s := range st.Servers {

@@ -42,7 +42,7 @@ func fakeGatewayStatus() Status {
 		Pcap: &pcaptap.Stats{Frames: 87, Dropped: 2, Rotations: 1},
 	}
 	st.Detection.Servers[0] = failover.ServerStatus{Name: "primary", LastRTT: 2 * time.Millisecond,
-		Timeouts: 5, BusyTimeouts: 1, DetectorStatus: failover.DetectorStatus{Counters: failover.Counters{ProbesOK: 100, ProbesFailed: 7}}}
+		Timeouts: 8, BusyTimeouts: 4, SendingTimeouts: 1, DetectorStatus: failover.DetectorStatus{Counters: failover.Counters{ProbesOK: 100, ProbesFailed: 7}}}
 	st.Detection.Servers[1] = failover.ServerStatus{Name: "backup", LastRTT: time.Millisecond,
 		DetectorStatus: failover.DetectorStatus{Counters: failover.Counters{ProbesOK: 110}}}
 	return st
@@ -68,7 +68,7 @@ understudy_packets_total{direction="in",leg="primary"} 20
 understudy_packets_total{direction="out",leg="backup"} 9
 understudy_packets_total{direction="out",leg="client"} 21
 understudy_packets_total{direction="out",leg="primary"} 8
-# HELP understudy_probes_total Health probes by server and result: ok, failed (refused, reset, bad reply), timeout (counted as a miss), timeout_busy (not counted: the server was sending clients data).
+# HELP understudy_probes_total Health probes by server and result: ok, failed (refused, reset, bad reply), timeout (counted as a miss), timeout_busy (not counted: the server was answering clients), timeout_sending (not counted: the server was sending clients data that answered nothing, for up to a second in a row).
 # TYPE understudy_probes_total counter
 understudy_probes_total{result="failed",server="backup"} 0
 understudy_probes_total{result="failed",server="primary"} 3
@@ -77,7 +77,9 @@ understudy_probes_total{result="ok",server="primary"} 100
 understudy_probes_total{result="timeout",server="backup"} 0
 understudy_probes_total{result="timeout",server="primary"} 4
 understudy_probes_total{result="timeout_busy",server="backup"} 0
-understudy_probes_total{result="timeout_busy",server="primary"} 1
+understudy_probes_total{result="timeout_busy",server="primary"} 3
+understudy_probes_total{result="timeout_sending",server="backup"} 0
+understudy_probes_total{result="timeout_sending",server="primary"} 1
 # HELP understudy_client_stall_seconds Per flow moved by a takeover while its client waited: time until the client got its next frame.
 # TYPE understudy_client_stall_seconds histogram
 understudy_client_stall_seconds_bucket{le="0.001"} 0
@@ -142,7 +144,7 @@ understudy_pcap_dropped_frames_total 2
 		"understudy_packets_total": 6, "understudy_bytes_total": 6, "understudy_events_total": 2, "understudy_flows": 2,
 		"understudy_flows_protected": 1, "understudy_flows_unprotected": 2, "understudy_drops_total": 2,
 		"understudy_failovers_total": 1, "understudy_failover_detection_seconds": 1, "understudy_client_stall_seconds": 1,
-		"understudy_divergences_total": 1, "understudy_probes_total": 8, "understudy_probe_last_duration_seconds": 2,
+		"understudy_divergences_total": 1, "understudy_probes_total": 10, "understudy_probe_last_duration_seconds": 2,
 		"understudy_server_up": 2, "understudy_server_active": 2, "understudy_server_drained": 2, "understudy_server_flows": 2,
 		"understudy_kernel_bypass_installed": 1, "understudy_kernel_bypass_dropped_packets_total": 2,
 		"understudy_kernel_forwarded_packets_total": 1, "understudy_ring_dropped_packets_total": 1,

@@ -40,16 +40,36 @@ type MonitorConfig struct {
 	// above). Its probes get a context with a deadline of one Interval.
 	Probers [2]Prober
 
-	// Busy, if set, reports whether the server has sent application data
-	// through the gateway since the given time. A probe that timed out
-	// while its server was busy answering clients says the server is
-	// loaded, not dead: it counts neither as a miss nor as a success. A
-	// silent host sends nothing, so it never hides behind it; a hung
-	// server's kernel still sends what its sockets hold, so its timeouts
-	// count once those have drained. A refused or reset probe always
-	// counts.
-	Busy func(server int, since time.Time) bool
+	// Busy, if set, reports what the server has sent clients through the
+	// gateway since the given time. A probe that timed out while its server
+	// was answering clients says the server is loaded, not dead: it counts
+	// neither as a miss nor as a success. A silent host sends nothing. A
+	// hung server's kernel still sends what its sockets hold, for seconds
+	// to a slow client, but answers nothing: timeouts while the server only
+	// sends are excused for BusyFor in a row, then count. A refused or
+	// reset probe always counts.
+	Busy func(server int, since time.Time) Activity
+	// BusyFor bounds how long in a row timeouts are excused while the
+	// server sends but answers nothing; 0 is DefaultBusyFor.
+	BusyFor time.Duration
 }
+
+// DefaultBusyFor is MonitorConfig.BusyFor when it is zero.
+const DefaultBusyFor = time.Second
+
+// Activity is what a server sent clients since some time.
+type Activity uint8
+
+const (
+	// Quiet: no application data.
+	Quiet Activity = iota
+	// Sending: data, but no answer to data a client sent since: what a
+	// hung server's kernel sends from its sockets looks the same.
+	Sending
+	// Answering: a reply to data a client sent since; only a running
+	// server process writes one.
+	Answering
+)
 
 // Monitor probes both servers, watches the server-side link, feeds the
 // detectors and delivers their transitions on Events.
@@ -80,8 +100,12 @@ type monServer struct {
 	lastOK    bool
 	lastErr   string
 	timeouts  uint64
-	// busyTimeouts are timeouts not counted: the server was sending data.
-	busyTimeouts uint64
+	// busyTimeouts are timeouts not counted: the server was answering
+	// clients, or for up to BusyFor only sending them data (sendingTimeouts).
+	busyTimeouts, sendingTimeouts uint64
+	// sendingSince is when the current run of timeouts excused by data
+	// that answered nothing began (zero: none).
+	sendingSince time.Time
 }
 
 // NewMonitor checks cfg and prepares a monitor; Run starts it.
@@ -89,6 +113,9 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	cfg.Config = cfg.Config.WithDefaults()
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = DefaultEventBuffer
+	}
+	if cfg.BusyFor <= 0 {
+		cfg.BusyFor = DefaultBusyFor
 	}
 	if cfg.Names[0] == "" {
 		cfg.Names[0] = "primary"
@@ -234,14 +261,41 @@ func (m *Monitor) record(s *monServer, start, end time.Time, err error) {
 	var pe *ProbeError
 	if errors.As(err, &pe) && pe.Timeout() {
 		s.timeouts++
-		if m.cfg.Busy != nil && m.cfg.Busy(s.index, start) {
+		if m.excused(s, start) {
 			s.busyTimeouts++
 			return
 		}
+	} else {
+		s.sendingSince = time.Time{}
 	}
 	if tr, changed := s.det.ObserveSent(start, end, err == nil, cause); changed {
 		m.deliver(s, tr)
 	}
+}
+
+// excused reports whether a timeout of the probe sent at start is excused
+// by what s sent clients meanwhile (MonitorConfig.Busy); s.mu is held.
+func (m *Monitor) excused(s *monServer, start time.Time) bool {
+	act := Quiet
+	if m.cfg.Busy != nil {
+		act = m.cfg.Busy(s.index, start)
+	}
+	switch act {
+	case Answering:
+		s.sendingSince = time.Time{}
+		return true
+	case Sending:
+		if s.sendingSince.IsZero() {
+			s.sendingSince = start
+		}
+		if start.Sub(s.sendingSince) < m.cfg.BusyFor {
+			s.sendingTimeouts++
+			return true
+		}
+		return false
+	}
+	s.sendingSince = time.Time{}
+	return false
 }
 
 // Evidence reports a failure of server seen in a flow (e.g. "evidence:
@@ -362,8 +416,10 @@ type ServerStatus struct {
 	LastRTT     time.Duration `json:"last_rtt_ns"`
 	Timeouts    uint64        `json:"probe_timeouts"` // of ProbesFailed
 	// BusyTimeouts are timeouts not counted as misses: the server was
-	// busy sending data to clients.
-	BusyTimeouts uint64 `json:"probe_timeouts_busy"`
+	// answering clients, or (SendingTimeouts, of these) sending them data
+	// that answered nothing, for up to BusyFor in a row.
+	BusyTimeouts    uint64 `json:"probe_timeouts_busy"`
+	SendingTimeouts uint64 `json:"probe_timeouts_sending"`
 }
 
 // LinkStatus is the watched interface's carrier.
@@ -397,17 +453,18 @@ func (m *Monitor) Snapshot() Snapshot {
 	for i, s := range m.srv {
 		s.mu.Lock()
 		snap.Servers[i] = ServerStatus{
-			Index:          i,
-			Name:           s.name,
-			Addr:           s.addr,
-			Probe:          s.kind,
-			DetectorStatus: s.det.Status(),
-			LastProbe:      s.lastProbe,
-			LastProbeOK:    s.lastOK,
-			LastError:      s.lastErr,
-			LastRTT:        s.lastRTT,
-			Timeouts:       s.timeouts,
-			BusyTimeouts:   s.busyTimeouts,
+			Index:           i,
+			Name:            s.name,
+			Addr:            s.addr,
+			Probe:           s.kind,
+			DetectorStatus:  s.det.Status(),
+			LastProbe:       s.lastProbe,
+			LastProbeOK:     s.lastOK,
+			LastError:       s.lastErr,
+			LastRTT:         s.lastRTT,
+			Timeouts:        s.timeouts,
+			BusyTimeouts:    s.busyTimeouts,
+			SendingTimeouts: s.sendingTimeouts,
 		}
 		s.mu.Unlock()
 	}

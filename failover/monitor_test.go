@@ -308,29 +308,65 @@ func TestMonitorRunErrors(t *testing.T) {
 	}
 }
 
-// TestMonitorBusyTimeouts: timeouts of a server that is busy sending data
-// are not misses; once it is quiet they are.
+// TestMonitorBusyTimeouts: timeouts of a server that is answering clients
+// are not misses, for as long as it answers; once it is quiet they are.
 func TestMonitorBusyTimeouts(t *testing.T) {
-	var busy atomic.Bool
-	busy.Store(true)
+	var act atomic.Uint32
+	act.Store(uint32(Answering))
 	p := [2]*scripted{{}, {}}
 	p[0].fail.Store(true)
 	m, err := NewMonitor(MonitorConfig{
 		Config:  Config{Interval: 2 * time.Millisecond, Misses: 2, Rise: 1},
 		Probers: [2]Prober{p[0], p[1]},
-		Busy:    func(server int, _ time.Time) bool { return server == Primary && busy.Load() },
+		Busy:    func(server int, _ time.Time) Activity { return Activity(act.Load()) * Activity(1-server) },
+		BusyFor: 20 * time.Millisecond,
 		Log:     quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	startMonitor(t, m)
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // five times BusyFor
 	if st := m.Snapshot().Servers[Primary]; st.Health == Down || st.BusyTimeouts == 0 {
-		t.Fatalf("busy server: health %v, busy timeouts %d", st.Health, st.BusyTimeouts)
+		t.Fatalf("answering server: health %v, busy timeouts %d", st.Health, st.BusyTimeouts)
 	}
-	busy.Store(false)
+	act.Store(uint32(Quiet))
 	waitEvent(t, m, Primary, Down, time.Second)
+}
+
+// TestMonitorSendingBound: a server whose probes time out while it sends
+// data but answers nothing (a hung server's kernel emptying its sockets to
+// slow clients) is excused for BusyFor in a row, and then its timeouts
+// count. An answer in between starts the run again.
+func TestMonitorSendingBound(t *testing.T) {
+	const busyFor = 200 * time.Millisecond
+	var act atomic.Uint32
+	act.Store(uint32(Sending))
+	p := [2]*scripted{{}, {}}
+	p[0].fail.Store(true)
+	m, err := NewMonitor(MonitorConfig{
+		Config:  Config{Interval: 2 * time.Millisecond, Misses: 2, Rise: 1},
+		Probers: [2]Prober{p[0], p[1]},
+		Busy:    func(server int, _ time.Time) Activity { return Activity(act.Load()) * Activity(1-server) },
+		BusyFor: busyFor,
+		Log:     quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMonitor(t, m)
+	time.Sleep(busyFor / 4)
+	act.Store(uint32(Answering))
+	time.Sleep(busyFor / 4)
+	act.Store(uint32(Sending))
+	again := time.Now()
+	tr := waitEvent(t, m, Primary, Down, 2*time.Second)
+	if took := time.Since(again); took < busyFor {
+		t.Fatalf("down %v after it went back to only sending, within BusyFor %v: the answer did not restart the run", took, busyFor)
+	}
+	if st := m.Snapshot().Servers[Primary]; st.BusyTimeouts == 0 || tr.From == Down {
+		t.Fatalf("busy timeouts %d, transition %v", st.BusyTimeouts, tr)
+	}
 }
 
 // defaultProbeKind is the probe a monitor without an HTTP path runs here:

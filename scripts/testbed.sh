@@ -15,8 +15,9 @@
 #        gateway's --keep-offloads and the kernel's own forwarding at speed)
 #        testbed.sh down
 #        testbed.sh status
-#        testbed.sh restart-server pri|bak [--max-conns N]
-#                   (start the web servers again after a fault, or sized anew)
+#        testbed.sh restart-server pri|bak [--max-conns N] [--sndbuf SIZE]
+#                   (start the web servers again after a fault, or sized anew;
+#                   --sndbuf fixes nginx's socket send buffers, 0 undoes it)
 #
 # Environment: US_PREFIX (default "us"), US_DIR (default /tmp/understudy-testbed),
 # US_USWEB (path of the usweb binary; default bin/usweb, built when missing).
@@ -148,8 +149,11 @@ usweb_bin() {
 }
 
 nginx_conf() {
-	local s=$1 sd=$D/$1 conns workers=1 reuseport=""
+	local s=$1 sd=$D/$1 conns workers=1 reuseport="" sndbuf=""
 	conns=$(cat "$D/maxconns" 2>/dev/null || echo 4096)
+	# A fixed send buffer (restart-server --sndbuf) instead of the kernel's
+	# autotuning: what a hung server's kernel still sends from its sockets.
+	[[ -f $sd/sndbuf ]] && sndbuf=" sndbuf=$(cat "$sd/sndbuf")"
 	# One process may not hold more than 20000 files here (a hard limit
 	# root cannot raise without CAP_SYS_RESOURCE): many connections take
 	# several workers, each with its own listening socket.
@@ -185,7 +189,7 @@ http {
 	# keep-alive ones (the bench holds 100k of them).
 	client_header_timeout 120s;
 	server {
-		listen 80$reuseport;
+		listen 80$reuseport$sndbuf;
 		root $WWW;
 		location /upload {
 			client_max_body_size 256m;
@@ -381,15 +385,22 @@ cmd_restart_server() {
 	local s=${1:-}
 	[[ $s == pri || $s == bak ]] || die "restart-server: want pri or bak"
 	shift
-	case ${1:-} in
-	"") ;;
-	--max-conns)
-		[[ ${2:-} =~ ^[0-9]+$ ]] || die "restart-server: --max-conns wants a number, not ${2:-nothing}"
-		# Read by nginx_conf for both servers: restart the other one too.
-		echo "$2" >"$D/maxconns"
-		;;
-	*) die "restart-server: unknown option $1" ;;
-	esac
+	while (($#)); do
+		case $1 in
+		--max-conns)
+			[[ ${2:-} =~ ^[0-9]+$ ]] || die "restart-server: --max-conns wants a number, not ${2:-nothing}"
+			# Read by nginx_conf for both servers: restart the other one too.
+			echo "$2" >"$D/maxconns"
+			;;
+		--sndbuf)
+			[[ ${2:-} =~ ^[0-9]+[km]?$ ]] || die "restart-server: --sndbuf wants a size such as 8m (0: the kernel's autotuning), not ${2:-nothing}"
+			mkdir -p "$D/$s"
+			if [[ $2 == 0 ]]; then rm -f "$D/$s/sndbuf"; else echo "$2" >"$D/$s/sndbuf"; fi
+			;;
+		*) die "restart-server: unknown option $1" ;;
+		esac
+		shift 2
+	done
 	ns_exists "$P-$s" || die "namespace $P-$s does not exist: run up first"
 	stop_pidfile "$D/$s/nginx.pid" KILL
 	stop_pidfile "$D/$s/usweb.pid" KILL
@@ -436,7 +447,7 @@ main() {
 	down) preflight; cmd_down ;;
 	status) preflight; cmd_status ;;
 	restart-server) preflight; cmd_restart_server "$@" ;;
-	*) echo "usage: $0 up [--mode kernel] [--huge] [--offloads] [--no-nginx] [--max-conns N] | down | status | restart-server pri|bak [--max-conns N]" >&2; exit 2 ;;
+	*) echo "usage: $0 up [--mode kernel] [--huge] [--offloads] [--no-nginx] [--max-conns N] | down | status | restart-server pri|bak [--max-conns N] [--sndbuf SIZE]" >&2; exit 2 ;;
 	esac
 }
 

@@ -92,6 +92,9 @@ type leg struct {
 	// rstHeld: the client reset the flow before this shadow leg had sent
 	// the reply the live leg sent (clientRST, drainShadow).
 	rstHeld bool
+	// asked: the client sent new data since the leg last answered
+	// (noteAsked); its next reply byte past Flow.askOff is an answer.
+	asked bool
 
 	nsack int
 	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space
@@ -115,6 +118,26 @@ func (l *leg) offset(s rewrite.Seq) uint32 { return uint32(s - l.isn - 1) }
 
 // at returns the sequence number of stream offset off in this leg's space.
 func (l *leg) at(off uint32) rewrite.Seq { return l.isn.Add(1 + off) }
+
+// noteAsked records that the client sent new data: each leg's next reply
+// byte past where the furthest leg has sent answers it. The furthest, so
+// that a lagging leg's rest of an earlier reply (all a hung server's
+// kernel still sends) is not taken for an answer.
+func (f *Flow) noteAsked() {
+	var off uint32
+	first := true
+	for i := range f.legs {
+		l := &f.legs[i]
+		if !l.up || !l.synAck {
+			continue
+		}
+		l.asked = true
+		if o := l.offset(l.sndNxt); first || int32(o-off) > 0 {
+			off, first = o, false
+		}
+	}
+	f.askOff = off
+}
 
 // Flow is one client connection and its two server legs.
 type Flow struct {
@@ -172,6 +195,10 @@ type Flow struct {
 	leadGrace    uint32      // bytes past MaxLead a quiet shadow allowed the live leg
 
 	resetByGateway bool // the gateway reset the client's connection
+	// askOff is the reply's stream offset the furthest leg had reached when
+	// the client last sent new data: a leg's reply past it answers that
+	// data, for replies of equal length on both legs.
+	askOff uint32
 }
 
 // Key returns the flow's identity.

@@ -146,12 +146,20 @@ type Table struct {
 	freeChunks  []*chunk
 	replayBytes int
 	lastData    [2]int64 // when each server last sent application data
+	lastAnswer  [2]int64 // when each server last answered a client's new data
 	events      events
 }
 
 // LastData returns when server last sent application data (0: never): a
 // server answering clients is alive, whatever a probe's timeout says.
 func (t *Table) LastData(server int) int64 { return t.lastData[server] }
+
+// LastAnswer returns when server last answered data a client sent (0:
+// never): reply bytes past what either server had sent when the client
+// spoke. A hung server's kernel still sends what its sockets hold, which
+// LastData counts, but nothing it writes after the client's next request,
+// so this tells a loaded server from a hung one.
+func (t *Table) LastAnswer(server int) int64 { return t.lastAnswer[server] }
 
 // New makes a table for cfg (defaults applied).
 func New(cfg Config) *Table {
@@ -317,6 +325,9 @@ func (t *Table) HandleClient(now int64, p *rewrite.Packet, out *Output) {
 	}
 	if end := p.Seq().Add(p.SegLen()); c.nxt.LessThan(end) {
 		c.nxt = end
+		if p.PayloadLen() > 0 {
+			f.noteAsked()
+		}
 	}
 	if flags&rewrite.ACK != 0 {
 		if a := p.Ack(); !c.hasAck || c.ack.LessThan(a) {
@@ -929,6 +940,10 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 			l.tsLast = val
 		}
 		l.tsEcr = ecr
+	}
+	if l.asked && p.PayloadLen() > 0 && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.askOff) > 0 {
+		l.asked = false
+		t.lastAnswer[s] = now
 	}
 	if l.advance(p) && i != f.live {
 		f.shadowSeen, f.leadGrace = now, 0

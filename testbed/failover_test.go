@@ -2,6 +2,8 @@ package testbed
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"understudy/failover"
 )
 
 // Failover integration tests (root): every fault class an operator meets, at
@@ -775,5 +779,67 @@ func TestServerLinkLoss(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// TestHangUnderSlowDownload: a hung primary whose kernel goes on emptying
+// full socket buffers to the client is taken for hung within about a
+// second, not once its buffers have drained. Its probe timeouts are excused
+// only while it answers clients; data that answers nothing excuses them for
+// a second at most. The download survives the takeover whole.
+func TestHangUnderSlowDownload(t *testing.T) {
+	b := upFailover(t)
+	RequireTool(t, "tc")
+	// 8 MiB of send buffer (16 MiB to the kernel) drained at 2 MB/s, steadily:
+	// the tbf paces the primary's link so that every probe's wait sees data.
+	b.FixSendBuffer(Pri, "8m")
+	b.MustRun(b.Primary(), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "16k", "limit", "1mb")
+	t.Cleanup(func() { _ = b.Run(b.Primary(), "tc", "qdisc", "del", "dev", "eth0", "root") })
+	gw := b.StartGateway(failoverArgs...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
+		}
+	})
+	for s, role := range map[Server]string{Pri: "active", Bak: "standby"} {
+		if err := b.WaitServerState(s, role, "up", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const size = 16 << 20
+	run := b.Background(func() (*Transfer, error) {
+		return b.Download("/big.bin", "--range", fmt.Sprintf("0-%d", size-1), "--max-time", "60")
+	})
+	time.Sleep(2 * time.Second)
+	in := b.Inject(Hang, Pri)
+	var took time.Duration
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		st := gatewayStatus(t, b)
+		if f := st.LastFailover; f != nil {
+			took = f.At.Sub(in.At)
+			p := st.Detection.Servers[failover.Primary]
+			t.Logf("hang detected %v after SIGSTOP (%s, detected_ms %.1f); primary's excused timeouts %d, of them while only sending %d",
+				took, f.Cause, f.DetectedMS, p.BusyTimeouts, p.SendingTimeouts)
+			if p.SendingTimeouts == 0 {
+				t.Errorf("no timeouts excused by data alone: the hung primary's kernel sent nothing, so this did not test the bound")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover 15 s after the primary hung: %v", st.Servers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took > 2*time.Second {
+		t.Errorf("hang detected %v after SIGSTOP, want within 2 s (1 s of excuse, then three misses)", took)
+	}
+	tr, err := run.Wait()
+	if err != nil {
+		t.Fatalf("download across the hang: %v", err)
+	}
+	sum := sha256.Sum256(mustRead(t, filepath.Join(b.WWW(), "big.bin"))[:size])
+	if want := hex.EncodeToString(sum[:]); tr.SHA256 != want || tr.Bytes != size || tr.NumConnects != 1 {
+		t.Fatalf("download across the hang: %d bytes sha256 %s over %d connections, want %d bytes %s over one",
+			tr.Bytes, tr.SHA256, tr.NumConnects, size, want)
 	}
 }

@@ -270,6 +270,23 @@ func (b *Bed) RestartServer(s Server) {
 	}
 }
 
+// FixSendBuffer restarts server s's nginx with its sockets' send buffers
+// fixed at size (nginx's listen sndbuf=, e.g. "8m"; the kernel doubles it)
+// instead of the kernel's autotuning, which keeps them small on the bed. The
+// test's cleanup restores the autotuning.
+func (b *Bed) FixSendBuffer(s Server, size string) {
+	b.t.Helper()
+	usweb := binary(b.t, b.Root, "usweb")
+	if out, err := b.script(usweb, "restart-server", string(s), "--sndbuf", size); err != nil {
+		b.t.Fatalf("restart-server %s --sndbuf %s: %v\n%s", s, size, err, out)
+	}
+	b.t.Cleanup(func() {
+		if out, err := b.script(usweb, "restart-server", string(s), "--sndbuf", "0"); err != nil {
+			b.t.Errorf("restart-server %s --sndbuf 0: %v\n%s", s, err, out)
+		}
+	})
+}
+
 // Resize restarts both servers so that each may hold n connections (see
 // Options.MaxConns): nginx then runs a worker per 15000 of them. The bench
 // measures its rates with the servers as Up built them and resizes only for
