@@ -361,11 +361,46 @@ func TestMonitorSendingBound(t *testing.T) {
 	act.Store(uint32(Sending))
 	again := time.Now()
 	tr := waitEvent(t, m, Primary, Down, 2*time.Second)
-	if took := time.Since(again); took < busyFor {
+	// A probe sent just before the switch may start the run: a little
+	// early, never by half of BusyFor, as without the restart.
+	if took := time.Since(again); took < busyFor-20*time.Millisecond {
 		t.Fatalf("down %v after it went back to only sending, within BusyFor %v: the answer did not restart the run", took, busyFor)
 	}
 	if st := m.Snapshot().Servers[Primary]; st.BusyTimeouts == 0 || tr.From == Down {
 		t.Fatalf("busy timeouts %d, transition %v", st.BusyTimeouts, tr)
+	}
+}
+
+// TestMonitorQuietKeepsSendingRun: a timeout in a probe window with no data
+// at all counts, and does not start the second of excuse for data that
+// answers nothing again: a hung server's kernel sends in bursts.
+func TestMonitorQuietKeepsSendingRun(t *testing.T) {
+	var act Activity
+	m, err := NewMonitor(MonitorConfig{
+		Config:  Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1},
+		Probers: [2]Prober{&scripted{}, &scripted{}},
+		Busy:    func(int, time.Time) Activity { return act },
+		BusyFor: time.Second,
+		Log:     quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.srv[Primary]
+	t0 := time.Now()
+	// Three seconds of timeouts, one every 10 ms, one window in ten quiet.
+	excused := 0
+	for k := range 300 {
+		act = Sending
+		if k%10 == 9 {
+			act = Quiet
+		}
+		if m.excused(s, t0.Add(time.Duration(k)*10*time.Millisecond)) {
+			excused++
+		}
+	}
+	if excused != 90 {
+		t.Fatalf("%d of 300 timeouts excused, want the 90 sending ones of the first second", excused)
 	}
 }
 

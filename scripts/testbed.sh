@@ -395,7 +395,7 @@ cmd_restart_server() {
 		--sndbuf)
 			[[ ${2:-} =~ ^[0-9]+[km]?$ ]] || die "restart-server: --sndbuf wants a size such as 8m (0: the kernel's autotuning), not ${2:-nothing}"
 			mkdir -p "$D/$s"
-			if [[ $2 == 0 ]]; then rm -f "$D/$s/sndbuf"; else echo "$2" >"$D/$s/sndbuf"; fi
+			if [[ $2 =~ ^0+[km]?$ ]]; then rm -f "$D/$s/sndbuf"; else echo "$2" >"$D/$s/sndbuf"; fi
 			;;
 		*) die "restart-server: unknown option $1" ;;
 		esac

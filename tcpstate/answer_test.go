@@ -25,9 +25,15 @@ func TestLastAnswer(t *testing.T) {
 		// servers whose LastData it moves.
 		answered, sent [2]bool
 	}
-	cli := func(off uint32) func(b *bed) rewrite.Seq { return func(b *bed) rewrite.Seq { return b.cISN.Add(1 + off) } }
-	pri := func(off uint32) func(b *bed) rewrite.Seq { return func(b *bed) rewrite.Seq { return b.pISN.Add(1 + off) } }
-	bak := func(off uint32) func(b *bed) rewrite.Seq { return func(b *bed) rewrite.Seq { return b.bISN.Add(1 + off) } }
+	cli := func(off uint32) func(b *bed) rewrite.Seq {
+		return func(b *bed) rewrite.Seq { return b.cISN.Add(1 + off) }
+	}
+	pri := func(off uint32) func(b *bed) rewrite.Seq {
+		return func(b *bed) rewrite.Seq { return b.pISN.Add(1 + off) }
+	}
+	bak := func(off uint32) func(b *bed) rewrite.Seq {
+		return func(b *bed) rewrite.Seq { return b.bISN.Add(1 + off) }
+	}
 	steps := []step{
 		// withRequest sent the first request, 100 bytes.
 		{what: "primary's reply 1, first part", server: primaryIP, seq: pri(0), ack: cli(100), n: 600,
@@ -77,4 +83,113 @@ func TestLastAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keepAlive drives n request/reply rounds on a flow withRequest opened (its
+// first request, 100 bytes, already sent): each round the primary sends its
+// reply, the client acknowledges it with its next request of 100 bytes,
+// and then the backup's reply arrives, extra bytes longer than the
+// primary's (0: the same). It returns, per round, whether each server's
+// reply moved its LastAnswer.
+func keepAlive(b *bed, n, reply, extra int) (answered [][2]bool) {
+	var cOff, pOff, bOff uint32 = 100, 0, 0
+	for k := range n {
+		ts := uint32(10 + k)
+		b.now += int64(time.Millisecond)
+		var before [2]int64
+		for i := range before {
+			before[i] = b.tab.LastAnswer(i)
+		}
+		body := []byte{byte('a' + k%26)} // each reply its own bytes
+		b.feed(false, b.fromServer(primaryIP, b.pISN.Add(1+pOff), b.cISN.Add(1+cOff), rewrite.ACK|rewrite.PSH, 500, pTS0+ts, cTS0+ts),
+			bytes.Repeat(body, reply))
+		pOff += uint32(reply)
+		b.feed(true, b.fromClient(b.cISN.Add(1+cOff), b.pISN.Add(1+pOff), rewrite.ACK|rewrite.PSH, cTS0+ts, pTS0+ts),
+			bytes.Repeat([]byte("r"), 100))
+		cOff += 100
+		b.feed(false, b.fromServer(backupIP, b.bISN.Add(1+bOff), b.cISN.Add(1+cOff), rewrite.ACK|rewrite.PSH, 500, bTS0+ts, cTS0+ts),
+			bytes.Repeat(body, reply+extra))
+		bOff += uint32(reply + extra)
+		answered = append(answered, [2]bool{b.tab.LastAnswer(0) != before[0], b.tab.LastAnswer(1) != before[1]})
+	}
+	return answered
+}
+
+// TestLastAnswerLaggingBackup: a backup a whole reply behind the primary
+// (each of its replies comes after the client's next request, as under
+// load) still answers: a leg waiting to answer keeps the older request's
+// point. Were it moved to each new request, the backup would never be seen
+// answering and its probe timeouts would count after a second.
+func TestLastAnswerLaggingBackup(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := withRequest(t, tc, 100)
+			got := keepAlive(b, 50, 600, 0)
+			pri, bak := 0, 0
+			for _, a := range got {
+				pri += b2i(a[0])
+				bak += b2i(a[1])
+			}
+			// The backup's reply to a request lies past the point of the
+			// request it waits on only every other round.
+			if pri != 50 || bak < 24 {
+				t.Errorf("of 50 rounds the primary answered in %d, the lagging backup in %d; want 50 and at least 24", pri, bak)
+			}
+		})
+	}
+}
+
+// TestLastAnswerUnequalReplies: once the replies differ (here the backup's
+// are 8 bytes longer) the legs' offsets no longer line up, and each leg is
+// judged by its own position: the primary, whose offsets fall ever further
+// behind the backup's, still answers every request.
+func TestLastAnswerUnequalReplies(t *testing.T) {
+	b := withRequest(t, isns[0], 100)
+	got := keepAlive(b, 60, 200, 8)
+	if !b.flow().cmp.diverged() {
+		t.Fatal("the comparison did not see the replies differ")
+	}
+	for k, a := range got[10:] {
+		if !a[0] || !a[1] {
+			t.Errorf("round %d: answered %v, want both", k+10, a)
+		}
+	}
+}
+
+// TestLastAnswerAfterTakeover: after the primary is taken over, the backup
+// that lagged it is alone on the flow; the rest of the earlier reply, which
+// the client already has, is no answer to the client's next request.
+func TestLastAnswerAfterTakeover(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := withRequest(t, tc, 100)
+			reply := bytes.Repeat([]byte("y"), 1000)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+5, cTS0+2), reply)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, bTS0+5, cTS0+2), reply[:400])
+			b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK, cTS0+3, pTS0+5), nil)
+			b.now += int64(time.Millisecond)
+			b.tab.ServerDown(b.now, 0, "probe")
+			b.tick(0)
+			b.now += int64(time.Millisecond)
+			b.feed(true, b.fromClient(b.cISN+101, b.pISN+1001, rewrite.ACK|rewrite.PSH, cTS0+4, pTS0+5), bytes.Repeat([]byte("r"), 100))
+			b.now += int64(time.Millisecond)
+			before := b.tab.LastAnswer(1)
+			b.feed(false, b.fromServer(backupIP, b.bISN+401, b.cISN+201, rewrite.ACK|rewrite.PSH, 500, bTS0+6, cTS0+4), reply[400:])
+			if b.tab.LastAnswer(1) != before {
+				t.Fatal("the backup's rest of reply 1, after request 2, counted as an answer")
+			}
+			b.now += int64(time.Millisecond)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1001, b.cISN+201, rewrite.ACK|rewrite.PSH, 500, bTS0+7, cTS0+4), reply[:300])
+			if b.tab.LastAnswer(1) != b.now {
+				t.Fatal("the backup's reply 2 was no answer")
+			}
+		})
+	}
+}
+
+func b2i(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }

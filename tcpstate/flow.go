@@ -93,8 +93,9 @@ type leg struct {
 	// the reply the live leg sent (clientRST, drainShadow).
 	rstHeld bool
 	// asked: the client sent new data since the leg last answered
-	// (noteAsked); its next reply byte past Flow.askOff is an answer.
-	asked bool
+	// (noteAsked); its next reply byte past askOff is an answer.
+	asked  bool
+	askOff uint32
 
 	nsack int
 	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space
@@ -119,24 +120,41 @@ func (l *leg) offset(s rewrite.Seq) uint32 { return uint32(s - l.isn - 1) }
 // at returns the sequence number of stream offset off in this leg's space.
 func (l *leg) at(off uint32) rewrite.Seq { return l.isn.Add(1 + off) }
 
-// noteAsked records that the client sent new data: each leg's next reply
-// byte past where the furthest leg has sent answers it. The furthest, so
-// that a lagging leg's rest of an earlier reply (all a hung server's
-// kernel still sends) is not taken for an answer.
+// noteAsked records that the client sent new data: a leg not already
+// waiting to answer earlier data answers this once it sends past askBase.
+// A leg that is waiting keeps the older point, so a leg a whole reply
+// behind is credited when it answers the earlier request.
 func (f *Flow) noteAsked() {
-	var off uint32
-	first := true
 	for i := range f.legs {
 		l := &f.legs[i]
-		if !l.up || !l.synAck {
+		if !l.up || !l.synAck || l.asked {
 			continue
 		}
-		l.asked = true
-		if o := l.offset(l.sndNxt); first || int32(o-off) > 0 {
-			off, first = o, false
+		l.asked, l.askOff = true, f.askBase(uint8(i))
+	}
+}
+
+// askBase is the reply's stream offset past which leg i's bytes answer what
+// the client sends now: the furthest of its own position, the other leg's
+// and what the client was sent, so that a lagging leg's rest of an earlier
+// reply (all a hung server's kernel still sends) is no answer. Once the
+// replies differ the offsets no longer line up, and only its own counts.
+func (f *Flow) askBase(i uint8) uint32 {
+	l := &f.legs[i]
+	off := l.offset(l.sndNxt)
+	if f.cmp.diverged() {
+		return off
+	}
+	further := func(o uint32) {
+		if int32(o-off) > 0 {
+			off = o
 		}
 	}
-	f.askOff = off
+	further(f.legs[f.vis].offset(f.nxtSent))
+	if o := &f.legs[other(i)]; o.up && o.synAck {
+		further(o.offset(o.sndNxt))
+	}
+	return off
 }
 
 // Flow is one client connection and its two server legs.
@@ -195,10 +213,6 @@ type Flow struct {
 	leadGrace    uint32      // bytes past MaxLead a quiet shadow allowed the live leg
 
 	resetByGateway bool // the gateway reset the client's connection
-	// askOff is the reply's stream offset the furthest leg had reached when
-	// the client last sent new data: a leg's reply past it answers that
-	// data, for replies of equal length on both legs.
-	askOff uint32
 }
 
 // Key returns the flow's identity.

@@ -941,7 +941,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		}
 		l.tsEcr = ecr
 	}
-	if l.asked && p.PayloadLen() > 0 && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-f.askOff) > 0 {
+	if l.asked && p.PayloadLen() > 0 && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-l.askOff) > 0 {
 		l.asked = false
 		t.lastAnswer[s] = now
 	}

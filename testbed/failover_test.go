@@ -408,9 +408,13 @@ func TestFailoverUnderLoad(t *testing.T) {
 			}
 			r := res.r
 			t.Logf("wrk: %d requests, %.0f/s", r.Requests, r.RequestsPerS)
-			ev := gatewayStatus(t, b).Packets.Events
+			st := gatewayStatus(t, b)
+			ev := st.Packets.Events
 			t.Logf("gateway: %d flows taken over, %d reset (%d diverged); reply blocks %d compared, %d differed, %d differences recovered from",
 				ev["takeovers"], ev["flows_reset"], ev["divergences"], ev["blocks_compared"], ev["blocks_differed"], ev["substitutions"])
+			for _, p := range st.Detection.Servers {
+				t.Logf("%s: %d probe timeouts, %d excused (%d of them while only sending)", p.Name, p.Timeouts, p.BusyTimeouts, p.SendingTimeouts)
+			}
 			if r.Requests == 0 || r.SocketErrors.Total() != 0 || r.Non2xx != 0 {
 				t.Errorf("wrk: %d requests, socket errors %+v, non-2xx %d\n%s", r.Requests, r.SocketErrors, r.Non2xx, r.Output)
 			}
@@ -811,6 +815,9 @@ func TestHangUnderSlowDownload(t *testing.T) {
 		return b.Download("/big.bin", "--range", fmt.Sprintf("0-%d", size-1), "--max-time", "60")
 	})
 	time.Sleep(2 * time.Second)
+	if st := gatewayStatus(t, b); st.Failovers != 0 {
+		t.Fatalf("a failover before the hang: %+v", st.LastFailover)
+	}
 	in := b.Inject(Hang, Pri)
 	var took time.Duration
 	for deadline := time.Now().Add(15 * time.Second); ; {
@@ -820,6 +827,9 @@ func TestHangUnderSlowDownload(t *testing.T) {
 			p := st.Detection.Servers[failover.Primary]
 			t.Logf("hang detected %v after SIGSTOP (%s, detected_ms %.1f); primary's excused timeouts %d, of them while only sending %d",
 				took, f.Cause, f.DetectedMS, p.BusyTimeouts, p.SendingTimeouts)
+			if f.Server != "primary" || st.Failovers != 1 {
+				t.Errorf("failovers %d, the last of the %s, want one of the primary", st.Failovers, f.Server)
+			}
 			if p.SendingTimeouts == 0 {
 				t.Errorf("no timeouts excused by data alone: the hung primary's kernel sent nothing, so this did not test the bound")
 			}
