@@ -337,37 +337,60 @@ func TestMonitorBusyTimeouts(t *testing.T) {
 // TestMonitorSendingBound: a server whose probes time out while it sends
 // data but answers nothing (a hung server's kernel emptying its sockets to
 // slow clients) is excused for BusyFor in a row, and then its timeouts
-// count. An answer in between starts the run again.
+// count. An answer in between starts the run again. Probe times are
+// synthetic, every 10 ms.
 func TestMonitorSendingBound(t *testing.T) {
-	const busyFor = 200 * time.Millisecond
-	var act atomic.Uint32
-	act.Store(uint32(Sending))
-	p := [2]*scripted{{}, {}}
-	p[0].fail.Store(true)
+	var act Activity
 	m, err := NewMonitor(MonitorConfig{
-		Config:  Config{Interval: 2 * time.Millisecond, Misses: 2, Rise: 1},
-		Probers: [2]Prober{p[0], p[1]},
-		Busy:    func(server int, _ time.Time) Activity { return Activity(act.Load()) * Activity(1-server) },
-		BusyFor: busyFor,
+		Config:  Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1},
+		Probers: [2]Prober{&scripted{}, &scripted{}},
+		Busy:    func(int, time.Time) Activity { return act },
+		BusyFor: time.Second,
 		Log:     quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	startMonitor(t, m)
-	time.Sleep(busyFor / 4)
-	act.Store(uint32(Answering))
-	time.Sleep(busyFor / 4)
-	act.Store(uint32(Sending))
-	again := time.Now()
-	tr := waitEvent(t, m, Primary, Down, 2*time.Second)
-	// A probe sent just before the switch may start the run: a little
-	// early, never by half of BusyFor, as without the restart.
-	if took := time.Since(again); took < busyFor-20*time.Millisecond {
-		t.Fatalf("down %v after it went back to only sending, within BusyFor %v: the answer did not restart the run", took, busyFor)
+	s := m.srv[Primary]
+	t0 := time.Now()
+	for k := range 250 {
+		act = Sending
+		if k == 50 {
+			act = Answering // half a second in
+		}
+		// The run restarts at probe 51: excused up to probe 150.
+		if got, want := m.excused(s, t0.Add(time.Duration(k)*10*time.Millisecond)), k <= 150; got != want {
+			t.Fatalf("timeout of probe %d (%v): excused %v, want %v", k, act, got, want)
+		}
 	}
-	if st := m.Snapshot().Servers[Primary]; st.BusyTimeouts == 0 || tr.From == Down {
-		t.Fatalf("busy timeouts %d, transition %v", st.BusyTimeouts, tr)
+	if s.sendingTimeouts != 150 {
+		t.Fatalf("%d timeouts excused while only sending, want 150", s.sendingTimeouts)
+	}
+}
+
+// TestMonitorSendingDown: past BusyFor, a server that only sends is taken
+// down by its timeouts, through the probe loop.
+func TestMonitorSendingDown(t *testing.T) {
+	p := [2]*scripted{{}, {}}
+	p[0].fail.Store(true)
+	m, err := NewMonitor(MonitorConfig{
+		Config:  Config{Interval: 2 * time.Millisecond, Misses: 2, Rise: 1},
+		Probers: [2]Prober{p[0], p[1]},
+		Busy:    func(int, time.Time) Activity { return Sending },
+		BusyFor: 50 * time.Millisecond,
+		Log:     quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	startMonitor(t, m)
+	waitEvent(t, m, Primary, Down, 2*time.Second)
+	if took := time.Since(start); took < 50*time.Millisecond {
+		t.Fatalf("down after %v, within BusyFor", took)
+	}
+	if st := m.Snapshot().Servers[Primary]; st.SendingTimeouts == 0 {
+		t.Fatalf("no timeouts excused while sending: %+v", st)
 	}
 }
 

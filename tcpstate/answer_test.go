@@ -2,6 +2,7 @@ package tcpstate
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -100,15 +101,20 @@ func keepAlive(b *bed, n, reply, extra int) (answered [][2]bool) {
 		for i := range before {
 			before[i] = b.tab.LastAnswer(i)
 		}
-		body := []byte{byte('a' + k%26)} // each reply its own bytes
+		// Bytes that repeat nowhere, so that replies of different
+		// lengths put different bytes at the same offsets.
+		body := make([]byte, reply+max(extra, 0))
+		for j := range body {
+			body[j] = byte((k*reply+j)*2654435761>>13) | 1
+		}
 		b.feed(false, b.fromServer(primaryIP, b.pISN.Add(1+pOff), b.cISN.Add(1+cOff), rewrite.ACK|rewrite.PSH, 500, pTS0+ts, cTS0+ts),
-			bytes.Repeat(body, reply))
+			body[:reply])
 		pOff += uint32(reply)
 		b.feed(true, b.fromClient(b.cISN.Add(1+cOff), b.pISN.Add(1+pOff), rewrite.ACK|rewrite.PSH, cTS0+ts, pTS0+ts),
 			bytes.Repeat([]byte("r"), 100))
 		cOff += 100
 		b.feed(false, b.fromServer(backupIP, b.bISN.Add(1+bOff), b.cISN.Add(1+cOff), rewrite.ACK|rewrite.PSH, 500, bTS0+ts, cTS0+ts),
-			bytes.Repeat(body, reply+extra))
+			body[:reply+extra])
 		bOff += uint32(reply + extra)
 		answered = append(answered, [2]bool{b.tab.LastAnswer(0) != before[0], b.tab.LastAnswer(1) != before[1]})
 	}
@@ -139,20 +145,56 @@ func TestLastAnswerLaggingBackup(t *testing.T) {
 	}
 }
 
-// TestLastAnswerUnequalReplies: once the replies differ (here the backup's
-// are 8 bytes longer) the legs' offsets no longer line up, and each leg is
-// judged by its own position: the primary, whose offsets fall ever further
-// behind the backup's, still answers every request.
+// TestLastAnswerUnequalReplies: once the replies differ in length the
+// legs' offsets no longer line up, and each leg is judged by its own
+// position when it was asked: both servers answer every request, whichever
+// is longer, including a shorter leg asked before the difference was seen
+// (its one round missed is all the wait that costs).
 func TestLastAnswerUnequalReplies(t *testing.T) {
-	b := withRequest(t, isns[0], 100)
-	got := keepAlive(b, 60, 200, 8)
-	if !b.flow().cmp.diverged() {
-		t.Fatal("the comparison did not see the replies differ")
-	}
-	for k, a := range got[10:] {
-		if !a[0] || !a[1] {
-			t.Errorf("round %d: answered %v, want both", k+10, a)
+	for _, extra := range []int{8, -8, -100} {
+		for _, tc := range isns {
+			t.Run(fmt.Sprintf("backup %+d bytes/%s", extra, tc.name), func(t *testing.T) {
+				b := withRequest(t, tc, 100)
+				got := keepAlive(b, 60, 200, extra)
+				if !b.flow().cmp.diverged() {
+					t.Fatal("the comparison did not see the replies differ")
+				}
+				// Until the comparison has seen a difference, a lagging
+				// leg waits on the other's position: a round at most.
+				for k, a := range got[2:] {
+					if !a[0] || !a[1] {
+						t.Errorf("round %d: answered %v, want both", k+2, a)
+					}
+				}
+			})
 		}
+	}
+}
+
+// TestLastAnswerWhileDraining: after the client's reset, a backup that
+// lagged goes on sending its replies to the client's earlier requests
+// (drainShadow). They are answers: a backup draining a long queue of them
+// is not hung.
+func TestLastAnswerWhileDraining(t *testing.T) {
+	for _, tc := range isns {
+		t.Run(tc.name, func(t *testing.T) {
+			b := withRequest(t, tc, 100)
+			r1, r2 := bytes.Repeat([]byte("a"), 600), bytes.Repeat([]byte("b"), 600)
+			b.feed(false, b.fromServer(primaryIP, b.pISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, pTS0+1, cTS0+2), r1)
+			b.feed(false, b.fromServer(backupIP, b.bISN+1, b.cISN+101, rewrite.ACK|rewrite.PSH, 500, bTS0+1, cTS0+2), r1)
+			b.feed(true, b.fromClient(b.cISN+101, b.pISN+601, rewrite.ACK|rewrite.PSH, cTS0+3, pTS0+1), bytes.Repeat([]byte("q"), 100))
+			b.feed(false, b.fromServer(primaryIP, b.pISN+601, b.cISN+201, rewrite.ACK|rewrite.PSH, 500, pTS0+2, cTS0+3), r2)
+			b.feed(true, b.fromClient(b.cISN+201, b.pISN+1201, rewrite.ACK, cTS0+4, pTS0+2), nil)
+			b.feed(true, b.fromClient(b.cISN+201, b.pISN+1201, rewrite.RST|rewrite.ACK, cTS0+5, pTS0+2), nil)
+			if !b.flow().legs[1].rstHeld {
+				t.Fatal("the lagging backup is not draining after the client's reset")
+			}
+			b.now += int64(time.Millisecond)
+			b.feed(false, b.fromServer(backupIP, b.bISN+601, b.cISN+201, rewrite.ACK|rewrite.PSH, 500, bTS0+2, cTS0+3), r2[:300])
+			if b.tab.LastAnswer(1) != b.now {
+				t.Fatalf("the draining backup's reply 2 was no answer (LastData %d, now %d)", b.tab.LastData(1), b.now)
+			}
+		})
 	}
 }
 

@@ -93,9 +93,10 @@ type leg struct {
 	// the reply the live leg sent (clientRST, drainShadow).
 	rstHeld bool
 	// asked: the client sent new data since the leg last answered
-	// (noteAsked); its next reply byte past askOff is an answer.
-	asked  bool
-	askOff uint32
+	// (noteAsked); its next reply byte past askOff is an answer, or past
+	// askOwn, its own offset then, once the replies differ (noteAnswer).
+	asked          bool
+	askOff, askOwn uint32
 
 	nsack int
 	sack  [rewrite.MaxSACK][2]rewrite.Seq // its latest SACK blocks, client space
@@ -130,7 +131,7 @@ func (f *Flow) noteAsked() {
 		if !l.up || !l.synAck || l.asked {
 			continue
 		}
-		l.asked, l.askOff = true, f.askBase(uint8(i))
+		l.asked, l.askOff, l.askOwn = true, f.askBase(uint8(i)), l.offset(l.sndNxt)
 	}
 }
 

@@ -764,6 +764,9 @@ func (t *Table) drainShadow(f *Flow, i uint8, p *rewrite.Packet, out *Output) {
 	// gateway's ACKs and reset start at it: Linux drops a segment that
 	// starts below what it last acknowledged, so a stale one would leave
 	// the backup retransmitting, unacknowledged, until the bound cut it off.
+	// What it sends answers requests the client made before its reset:
+	// a backup draining a long queue of them is answering, not hung.
+	t.noteAnswer(f, l, p)
 	if l.advance(p) {
 		f.seen = t.now
 	}
@@ -941,10 +944,7 @@ func (t *Table) HandleServer(now int64, p *rewrite.Packet, out *Output) {
 		}
 		l.tsEcr = ecr
 	}
-	if l.asked && p.PayloadLen() > 0 && int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-l.askOff) > 0 {
-		l.asked = false
-		t.lastAnswer[s] = now
-	}
+	t.noteAnswer(f, l, p)
 	if l.advance(p) && i != f.live {
 		f.shadowSeen, f.leadGrace = now, 0
 		if t.windowOpened(f, f.live) {
@@ -1151,6 +1151,23 @@ func (t *Table) toClient(f *Flow, p *rewrite.Packet, news bool, out *Output) {
 	out.emitPacket(ClientSide, p)
 	t.noteStall(f)
 	t.count(ToClient)
+}
+
+// noteAnswer records when leg l's segment p answers data the client sent
+// (Flow.noteAsked). Once the replies differ the legs' offsets no longer
+// line up, and the leg is judged by its own position when asked.
+func (t *Table) noteAnswer(f *Flow, l *leg, p *rewrite.Packet) {
+	if !l.asked || p.PayloadLen() == 0 {
+		return
+	}
+	base := l.askOff
+	if f.cmp.diverged() {
+		base = l.askOwn
+	}
+	if int32(l.offset(p.Seq().Add(uint32(p.PayloadLen())))-base) > 0 {
+		l.asked = false
+		t.lastAnswer[l.server] = t.now
+	}
 }
 
 // noteSent records the ack and right edge the client was last shown.
