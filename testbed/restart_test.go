@@ -117,6 +117,10 @@ func TestStaleServerConnection(t *testing.T) {
 		t.Fatalf("first connection: %v", err)
 	}
 	b.getIndex(t, old)
+	// Killed while it still held the client's ACK of the reply (its ACK
+	// hold), the gateway would leave a server retransmitting, and the new
+	// one answers a segment of a connection it does not know with a reset.
+	b.waitAcked(t, port)
 	gw.Kill()
 	b.RestartGateway(hostileArgs...)
 	old.SetLinger(0) // the client's end goes at once, with no TIME_WAIT to hold the port
@@ -212,6 +216,26 @@ func (b *Bed) dialFrom(port int, timeout time.Duration) (*net.TCPConn, error) {
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// waitAcked waits until both servers' connections from the client's port
+// have nothing unacknowledged (ss's Send-Q is 0).
+func (b *Bed) waitAcked(t *testing.T, port int) {
+	t.Helper()
+	for _, s := range []Server{Pri, Bak} {
+		var out string
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var err error
+			out, err = b.Output(b.NS(s), "ss", "-Htn", "state", "established", fmt.Sprintf("( sport = :80 and dport = :%d )", port))
+			// With a state filter ss leaves out the state: Recv-Q Send-Q ...
+			if f := strings.Fields(out); err == nil && len(f) >= 2 && f[1] == "0" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's connection from port %d still has unacknowledged data after 3 s (err %v):\n%s", s, port, err, out)
+			}
+		}
+	}
 }
 
 // getIndex requests /index.html on c and checks the answer whole.
