@@ -334,6 +334,24 @@ func TestMonitorBusyTimeouts(t *testing.T) {
 	waitEvent(t, m, Primary, Down, time.Second)
 }
 
+// judge makes a monitor, never run, whose primary's probe timeouts are
+// judged by calling excused with synthetic probe times; *act is what the
+// primary sent meanwhile. BusyFor is a second.
+func judge(t *testing.T, act *Activity) (*Monitor, *monServer) {
+	t.Helper()
+	m, err := NewMonitor(MonitorConfig{
+		Config:  Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1},
+		Probers: [2]Prober{&scripted{}, &scripted{}},
+		Busy:    func(int, time.Time) Activity { return *act },
+		BusyFor: time.Second,
+		Log:     quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, m.srv[Primary]
+}
+
 // TestMonitorSendingBound: a server whose probes time out while it sends
 // data but answers nothing (a hung server's kernel emptying its sockets to
 // slow clients) is excused for BusyFor in a row, and then its timeouts
@@ -341,17 +359,7 @@ func TestMonitorBusyTimeouts(t *testing.T) {
 // synthetic, every 10 ms.
 func TestMonitorSendingBound(t *testing.T) {
 	var act Activity
-	m, err := NewMonitor(MonitorConfig{
-		Config:  Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1},
-		Probers: [2]Prober{&scripted{}, &scripted{}},
-		Busy:    func(int, time.Time) Activity { return act },
-		BusyFor: time.Second,
-		Log:     quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := m.srv[Primary]
+	m, s := judge(t, &act)
 	t0 := time.Now()
 	for k := range 250 {
 		act = Sending
@@ -399,17 +407,7 @@ func TestMonitorSendingDown(t *testing.T) {
 // answers nothing again: a hung server's kernel sends in bursts.
 func TestMonitorQuietKeepsSendingRun(t *testing.T) {
 	var act Activity
-	m, err := NewMonitor(MonitorConfig{
-		Config:  Config{Interval: 10 * time.Millisecond, Misses: 3, Rise: 1},
-		Probers: [2]Prober{&scripted{}, &scripted{}},
-		Busy:    func(int, time.Time) Activity { return act },
-		BusyFor: time.Second,
-		Log:     quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := m.srv[Primary]
+	m, s := judge(t, &act)
 	t0 := time.Now()
 	// Three seconds of timeouts, one every 10 ms, one window in ten quiet.
 	excused := 0

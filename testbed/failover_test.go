@@ -731,17 +731,7 @@ func mustRead(t *testing.T, path string) []byte {
 // the link is up.
 func TestServerLinkLoss(t *testing.T) {
 	b := upFailover(t)
-	gw := b.StartGateway(failoverArgs...)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
-		}
-	})
-	for s, role := range map[Server]string{Pri: "active", Bak: "standby"} {
-		if err := b.WaitServerState(s, role, "up", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startReady(t, b)
 	// 64 MiB at 16 MB/s: about 4 s, the link lost 1 s in.
 	run := b.Background(func() (*Transfer, error) {
 		return b.Download("/big.bin", "--limit-rate", "16M", "--max-time", "60")
@@ -786,6 +776,24 @@ func TestServerLinkLoss(t *testing.T) {
 	}
 }
 
+// startReady starts a gateway with failoverArgs, logs its tail if the test
+// fails, and waits until the primary is up and active and the backup up and
+// standing by.
+func startReady(t *testing.T, b *Bed) {
+	t.Helper()
+	gw := b.StartGateway(failoverArgs...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
+		}
+	})
+	for s, role := range map[Server]string{Pri: "active", Bak: "standby"} {
+		if err := b.WaitServerState(s, role, "up", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestHangUnderSlowDownload: a hung primary whose kernel goes on emptying
 // full socket buffers to the client is taken for hung within about a
 // second, not once its buffers have drained. Its probe timeouts are excused
@@ -799,17 +807,7 @@ func TestHangUnderSlowDownload(t *testing.T) {
 	b.FixSendBuffer(Pri, "8m")
 	b.MustRun(b.Primary(), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "16k", "limit", "1mb")
 	t.Cleanup(func() { _ = b.Run(b.Primary(), "tc", "qdisc", "del", "dev", "eth0", "root") })
-	gw := b.StartGateway(failoverArgs...)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
-		}
-	})
-	for s, role := range map[Server]string{Pri: "active", Bak: "standby"} {
-		if err := b.WaitServerState(s, role, "up", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startReady(t, b)
 	const size = 16 << 20
 	run := b.Background(func() (*Transfer, error) {
 		return b.Download("/big.bin", "--range", fmt.Sprintf("0-%d", size-1), "--max-time", "60")
