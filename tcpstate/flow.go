@@ -191,22 +191,22 @@ type Flow struct {
 	synAckSent bool
 	synTries   uint8 // SYNs sent to the backup again (Config.SynRetries)
 	clientWS   uint8 // shift the client applies to windows it receives
+	finSent    bool  // FIN released to the client
+	deleted    bool
 	ackSent    rewrite.Seq
 	reSent     rewrite.Seq // right edge last announced to the client
 	nxtSent    rewrite.Seq // highest seq+len sent to the client, live space
 	tsSent     uint32      // highest TSval sent to the client
-	finSent    bool        // FIN released to the client
-	deleted    bool
 
 	cmp          *comparer   // the two reply streams compared; nil until data flows
 	replay       replay      // the shadow leg's bytes the client has not acknowledged
 	replayNext   uint32      // after a takeover: next stream offset to replay
 	takenOver    bool        // the live leg switched servers
 	kicks        uint8       // work owed after a takeover (kick* bits)
+	ackLagNoted  bool        // the lag below (ackLagSince) was reported
 	lastToClient int64       // when the client was last sent a frame
 	stallFrom    int64       // after a takeover: when the client's wait began; 0 = not measured
 	ackLagSince  int64       // since when the live leg acknowledges less than the shadow; 0 = it does not
-	ackLagNoted  bool        // this lag was reported
 	ackLagTarget rewrite.Seq // the shadow's ack when the lag began
 	leadEdge     rewrite.Seq // right edge last offered to the live leg, its space (lead.go)
 	shadowSeen   int64       // when the shadow leg last sent a new byte

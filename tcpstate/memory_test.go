@@ -3,9 +3,19 @@ package tcpstate
 import (
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"understudy/rewrite"
 )
+
+// TestFlowSize keeps a Flow within the allocator's 480-byte size class: the
+// next is 512, so a field that pushes it over costs every flow 32 bytes.
+// Take the room from padding first (small fields next to small ones).
+func TestFlowSize(t *testing.T) {
+	if n := unsafe.Sizeof(Flow{}); n > 480 {
+		t.Fatalf("a Flow is %d bytes, over the 480-byte size class", n)
+	}
+}
 
 // TestMemoryPerFlow holds the gateway to at most 1 KiB of heap per
 // established flow with no buffered data (the target), measured
