@@ -40,7 +40,11 @@ type Config struct {
 	// too), misses, rise, and an HTTP path (empty: TCP connect probes).
 	Probe     failover.Config
 	ProbeHTTP string
-	Log       *slog.Logger
+	// ProbeBusyFor bounds how long in a row a server's probe timeouts are
+	// excused while it sends clients data but answers nothing
+	// (failover.MonitorConfig.BusyFor; 0 is its default).
+	ProbeBusyFor time.Duration
+	Log          *slog.Logger
 	// Pcap, if set, gets a copy of every frame received and sent.
 	Pcap *pcaptap.Tap
 }
@@ -229,6 +233,7 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		Iface:    cfg.ServerIface,
 		Log:      g.log,
 		Busy:     g.activity,
+		BusyFor:  cfg.ProbeBusyFor,
 	})
 	if err != nil {
 		return nil, err

@@ -776,12 +776,12 @@ func TestServerLinkLoss(t *testing.T) {
 	}
 }
 
-// startReady starts a gateway with failoverArgs, logs its tail if the test
+// startReady starts a gateway with failoverArgs and extraArgs, logs its tail if the test
 // fails, and waits until the primary is up and active and the backup up and
 // standing by.
-func startReady(t *testing.T, b *Bed) {
+func startReady(t *testing.T, b *Bed, extraArgs ...string) {
 	t.Helper()
-	gw := b.StartGateway(failoverArgs...)
+	gw := b.StartGateway(append(failoverArgs[:len(failoverArgs):len(failoverArgs)], extraArgs...)...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway log (tail):\n%s", gw.LogTail(40))
@@ -799,15 +799,30 @@ func startReady(t *testing.T, b *Bed) {
 // second, not once its buffers have drained. Its probe timeouts are excused
 // only while it answers clients; data that answers nothing excuses them for
 // a second at most. The download survives the takeover whole.
+// It runs with the default excuse of a second, and with --probe-busy-for
+// 250ms.
 func TestHangUnderSlowDownload(t *testing.T) {
-	b := upFailover(t)
+	bed := upFailover(t)
 	RequireTool(t, "tc")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		limit time.Duration // on the detection: the excuse, then three misses
+	}{
+		{"default", nil, 2 * time.Second},
+		{"busy-for 250ms", []string{"--probe-busy-for", "250ms"}, 1250 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) { hangUnderSlowDownload(t, bed.For(t), tc.args, tc.limit) })
+	}
+}
+
+func hangUnderSlowDownload(t *testing.T, b *Bed, args []string, limit time.Duration) {
 	// 8 MiB of send buffer (16 MiB to the kernel) drained at 2 MB/s, steadily:
 	// the tbf paces the primary's link so that every probe's wait sees data.
 	b.FixSendBuffer(Pri, "8m")
 	b.MustRun(b.Primary(), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "16k", "limit", "1mb")
 	t.Cleanup(func() { _ = b.Run(b.Primary(), "tc", "qdisc", "del", "dev", "eth0", "root") })
-	startReady(t, b)
+	startReady(t, b, args...)
 	const size = 16 << 20
 	run := b.Background(func() (*Transfer, error) {
 		return b.Download("/big.bin", "--range", fmt.Sprintf("0-%d", size-1), "--max-time", "60")
@@ -838,8 +853,8 @@ func TestHangUnderSlowDownload(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if took > 2*time.Second {
-		t.Errorf("hang detected %v after SIGSTOP, want within 2 s (1 s of excuse, then three misses)", took)
+	if took > limit {
+		t.Errorf("hang detected %v after SIGSTOP, want within %v (the excuse, then three misses)", took, limit)
 	}
 	tr, err := run.Wait()
 	if err != nil {

@@ -46,6 +46,7 @@ type probeConfig struct {
 	Misses   string `yaml:"misses"`
 	Rise     string `yaml:"rise"`
 	HTTP     string `yaml:"http"`
+	BusyFor  string `yaml:"busy_for"`
 }
 
 // allowedKeys names the keys each section of the file accepts, for the
@@ -53,7 +54,7 @@ type probeConfig struct {
 var allowedKeys = map[string]string{
 	"fileConfig":    "client_iface, server_iface, services, primary, backup, control, log_format, metrics, pcap, pcap_max_bytes, pcap_keep, probe, max_half_open, keep_offloads",
 	"serviceConfig": "vip, port",
-	"probeConfig":   "interval, timeout, misses, rise, http",
+	"probeConfig":   "interval, timeout, misses, rise, http, busy_for",
 }
 
 var (

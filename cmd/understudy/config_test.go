@@ -54,7 +54,7 @@ func TestConfigFile(t *testing.T) {
 	if got := serviceList(c.Services); got != "192.0.2.100:80,192.0.2.100:443,192.0.2.101:8080" {
 		t.Errorf("services %s", got)
 	}
-	if c.Probe.Interval != 20*time.Millisecond || c.Probe.Timeout != 50*time.Millisecond || c.Probe.Misses != 4 || c.Probe.Rise != 2 || c.ProbeHTTP != "/health" {
+	if c.Probe.Interval != 20*time.Millisecond || c.Probe.Timeout != 50*time.Millisecond || c.Probe.Misses != 4 || c.Probe.Rise != 2 || c.ProbeHTTP != "/health" || c.ProbeBusyFor != 3*time.Second {
 		t.Errorf("probe %+v %q", c.Probe, c.ProbeHTTP)
 	}
 	if f.control != "/tmp/u.sock" || f.logFormat != "json" || f.metrics != ":9410" {
@@ -108,7 +108,7 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown key", baseYAML + "bogus: 1\n", `line 8: unknown key "bogus" (allowed here: client_iface,`},
-		{"unknown probe key", baseYAML + "probe:\n  retries: 3\n", `unknown key "retries" (allowed here: interval, timeout, misses, rise, http)`},
+		{"unknown probe key", baseYAML + "probe:\n  retries: 3\n", `unknown key "retries" (allowed here: interval, timeout, misses, rise, http, busy_for)`},
 		{"unknown service key", strings.Replace(baseYAML, "    port: 80", "    port: 80\n    proto: tcp", 1), `unknown key "proto" (allowed here: vip, port)`},
 		{"services not a list", strings.Replace(baseYAML, "services:\n  - vip: 192.0.2.100\n    port: 80\n", "services: 80\n", 1), `found the value "80" where a list (each a mapping with vip and port) belongs`},
 		{"list for a value", baseYAML + "control: [a, b]\n", "found a list where a single value belongs"},
@@ -135,6 +135,7 @@ func TestConfigErrors(t *testing.T) {
 		{"misses word", baseYAML + "probe:\n  misses: three\n", `probe.misses "three": use a whole number`},
 		{"misses range", baseYAML + "probe:\n  misses: 1001\n", "probe.misses 1001: use a count from 1 to 1000"},
 		{"rise range", baseYAML + "probe:\n  rise: -2\n", "probe.rise -2: use a count from 1 to 1000"},
+		{"busy_for range", baseYAML + "probe:\n  busy_for: 2m\n", "probe.busy_for 2m0s: use a duration from 1ms to 1m"},
 		{"probe http", baseYAML + "probe:\n  http: health\n", `probe.http "health": give a path starting with /`},
 		{"log format", baseYAML + "log_format: xml\n", `log_format "xml": use text or json`},
 		{"metrics", baseYAML + "metrics: 9410\n", `metrics "9410": give host:port or :port`},

@@ -42,6 +42,7 @@ type runFlags struct {
 	probeInterval            time.Duration
 	probeMisses, probeRise   int
 	probeTimeout             time.Duration
+	probeBusyFor             time.Duration
 	probeHTTP                string
 	pcap, pcapMax            string
 	pcapKeep                 int
@@ -85,6 +86,7 @@ func parseGatewayFlags(cmd string, args []string, stderr io.Writer) (*runFlags, 
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", 0, "timeout of one probe (default: the probe interval); longer tolerates a loaded server, detects a silent host slower")
 	fs.IntVar(&f.probeMisses, "probe-misses", failover.DefaultMisses, "consecutive failed probes that declare a server down")
 	fs.IntVar(&f.probeRise, "probe-rise", failover.DefaultRise, "consecutive good probes that bring a failed server back as standby")
+	fs.DurationVar(&f.probeBusyFor, "probe-busy-for", failover.DefaultBusyFor, "how long in a row probe timeouts are excused while a server sends clients data but answers no request (a hung server's kernel emptying its sockets looks the same); while it answers, they always are")
 	fs.BoolVar(&f.keepOffloads, "keep-offloads", false, "leave the interfaces' GRO/TSO and checksum offloads on and pass super-frames through whole (faster where offloads are on; rings of 64 KiB slots); default: turn them off")
 	fs.IntVar(&f.maxHalfOpen, "max-half-open", 1<<16, "flows in their handshake at most; beyond it a new SYN evicts the oldest (SYN floods)")
 	fs.StringVar(&f.probeHTTP, "probe-http", "", "probe with an HTTP GET of this path instead of a TCP connect (detects hung servers)")
@@ -175,6 +177,7 @@ func (f *runFlags) applyFile(fc *fileConfig, set map[string]bool) error {
 	}{
 		{"probe-interval", "probe.interval", &f.probeInterval, fc.Probe.Interval},
 		{"probe-timeout", "probe.timeout", &f.probeTimeout, fc.Probe.Timeout},
+		{"probe-busy-for", "probe.busy_for", &f.probeBusyFor, fc.Probe.BusyFor},
 	}
 	for _, d := range durs {
 		if set[d.flag] || d.val == "" {
@@ -314,11 +317,15 @@ func (f *runFlags) validate() (datapath.Config, error) {
 	if f.probeRise < 1 || f.probeRise > 1000 {
 		return c, usagef("%s %d: use a count from 1 to 1000", f.name("--probe-rise"), f.probeRise)
 	}
+	if f.probeBusyFor < time.Millisecond || f.probeBusyFor > time.Minute {
+		return c, usagef("%s %v: use a duration from 1ms to 1m (default 1s)", f.name("--probe-busy-for"), f.probeBusyFor)
+	}
 	if f.probeHTTP != "" && !strings.HasPrefix(f.probeHTTP, "/") {
 		return c, usagef("%s %q: give a path starting with / (example: /index.html)", f.name("--probe-http"), f.probeHTTP)
 	}
 	c.Probe = failover.Config{Interval: f.probeInterval, Misses: f.probeMisses, Rise: f.probeRise, Timeout: f.probeTimeout}
 	c.ProbeHTTP = f.probeHTTP
+	c.ProbeBusyFor = f.probeBusyFor
 	if f.maxHalfOpen < 1 || f.maxHalfOpen > 1<<24 {
 		return c, usagef("%s %d: use a count from 1 to %d", f.name("--max-half-open"), f.maxHalfOpen, 1<<24)
 	}
@@ -569,9 +576,9 @@ func checkSummary(f *runFlags, c *datapath.Config) string {
 		pc := f.pcapConfig()
 		pcap = fmt.Sprintf("%s (rotated at %d bytes, %d kept)", f.pcap, pc.MaxBytes, f.pcapKeep)
 	}
-	return fmt.Sprintf("OK: clients on %s, servers on %s; services %s; primary %s, backup %s; probe %s every %v (timeout %v, down after %d misses, up after %d); control %s; metrics %s; pcap %s; log %s",
+	return fmt.Sprintf("OK: clients on %s, servers on %s; services %s; primary %s, backup %s; probe %s every %v (timeout %v, down after %d misses, up after %d, timeouts excused by data alone for %v); control %s; metrics %s; pcap %s; log %s",
 		c.ClientIface, c.ServerIface, serviceList(c.Services), c.Primary, c.Backup, probe, c.Probe.Interval, timeout,
-		c.Probe.Misses, c.Probe.Rise, f.control, metrics, pcap, f.logFormat)
+		c.Probe.Misses, c.Probe.Rise, c.ProbeBusyFor, f.control, metrics, pcap, f.logFormat)
 }
 
 // serveMetrics serves the gateway's Prometheus metrics on ln at /metrics.

@@ -51,6 +51,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{"probe timeout", with("--probe-timeout", "2m"), "--probe-timeout 2m0s"},
 		{"probe misses", with("--probe-misses", "0"), "--probe-misses 0"},
 		{"probe rise", with("--probe-rise", "-1"), "--probe-rise -1"},
+		{"probe busy-for", with("--probe-busy-for", "0s"), "--probe-busy-for 0s: use a duration from 1ms to 1m"},
 		{"probe http", with("--probe-http", "index.html"), "starting with /"},
 		{"max half-open", with("--max-half-open", "0"), "--max-half-open 0: use a count"},
 		{"unknown flag", with("--bogus", "1"), "flag provided but not defined"},
