@@ -139,13 +139,11 @@ func (f *Flow) noteAsked() {
 // the client sends now: the furthest of its own position, the other leg's
 // and what the client was sent, so that a lagging leg's rest of an earlier
 // reply (all a hung server's kernel still sends) is no answer. Once the
-// replies differ the offsets no longer line up, and only its own counts.
+// replies differ the offsets no longer line up: noteAnswer then judges by
+// the leg's own position (askOwn) instead.
 func (f *Flow) askBase(i uint8) uint32 {
 	l := &f.legs[i]
 	off := l.offset(l.sndNxt)
-	if f.cmp.diverged() {
-		return off
-	}
 	further := func(o uint32) {
 		if int32(o-off) > 0 {
 			off = o
