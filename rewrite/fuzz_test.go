@@ -157,7 +157,10 @@ func FuzzRewrite(f *testing.F) {
 			p.SetSACKBlock(i, Seq(ack).Add(uint32(i)), Seq(ack).Add(uint32(i)+0x8000))
 		}
 		p.TruncateSACK(int(keep % (MaxSACK + 1)))
-		p.TrimPayload(int(trim) % (p.PayloadLen() + 1))
+		if n := int(trim) % (p.PayloadLen() + 1); n < p.PayloadLen() {
+			p.TrimPayload(n)
+			flags &^= FIN | PSH // they go with the cut tail
+		}
 		p.Finish()
 
 		d := decode(t, p.Frame())

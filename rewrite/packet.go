@@ -182,8 +182,12 @@ func (p *Packet) Offload() Offload {
 // mismatch returns ReasonBadChecksum. The frame may carry trailing Ethernet
 // padding beyond the IPv4 total length: it is trimmed from the view.
 //
-// When an option we track appears more than once, the last one is recorded:
-// that is the one Linux's receiver acts on, so it is the one to translate.
+// A frame that carries an option the gateway rewrites (MSS, window scale,
+// SACK-permitted, timestamps, SACK) twice, or with the wrong length, or an
+// option that runs past the header, is rejected with ReasonBadOption:
+// Linux's receiver acts on the last copy and skips malformed ones, and a
+// copy the gateway did not translate would reach the other side with the
+// sender's numbers. No TCP stack sends such frames.
 func (p *Packet) Parse(frame []byte, csumPartial, verify bool) Reason {
 	r := p.parse(frame, csumPartial, verify)
 	if r != OK {

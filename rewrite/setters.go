@@ -123,10 +123,15 @@ func (p *Packet) TruncateSACK(n int) {
 
 // TrimPayload shortens the segment to n payload bytes (n <= PayloadLen),
 // updating the IPv4 total length and both checksums, and the frame view.
+// FIN and PSH go with the cut tail, as in the kernel's tcp_fragment: a FIN
+// left on the head would end the stream before the bytes cut off.
 // n outside [0, PayloadLen) leaves the packet unchanged.
 func (p *Packet) TrimPayload(n int) {
 	if n < 0 || n >= p.PayloadLen() {
 		return
+	}
+	if f := p.Flags(); f&(FIN|PSH) != 0 {
+		p.SetFlags(f &^ (FIN | PSH))
 	}
 	end := int(p.payload) + n
 	b := p.frame[ipTotalLen:]
