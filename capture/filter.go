@@ -23,6 +23,7 @@ const (
 	etherTypeIP  = 0x0800
 	protoTCP     = 6
 	ipFragOffset = 0x1fff
+	packetHost   = 0 // PACKET_HOST, linux/if_packet.h: the frame is addressed to this host
 )
 
 // ClientFilter accepts IPv4 TCP frames with dst in vips and dst port in ports
@@ -130,8 +131,18 @@ func (a *asm) oneOf(vals []uint32, yes, no string) {
 	a.jump(no)
 }
 
-// ipv4TCP rejects anything but IPv4 TCP first fragments.
+// ipv4TCP rejects anything but IPv4 TCP first fragments addressed to this
+// host, untagged.
 func (a *asm) ipv4TCP() {
+	// A frame for another host's MAC reaches the ring when the interface is
+	// promiscuous (tcpdump, a bridge port): the gateway is not its next hop.
+	a.emit(bpf.LoadExtension{Num: bpf.ExtType})
+	a.jumpIf(bpf.JumpNotEqual, packetHost, "reject")
+	// The kernel strips a VLAN tag before the taps see the frame: a tagged
+	// one belongs to that VLAN's interface, and a reply from this one would
+	// leave untagged.
+	a.emit(bpf.LoadExtension{Num: bpf.ExtVLANTagPresent})
+	a.jumpIf(bpf.JumpNotEqual, 0, "reject")
 	a.load(offEtherType, 2)
 	a.jumpIf(bpf.JumpNotEqual, etherTypeIP, "reject")
 	a.load(offIPProto, 1)

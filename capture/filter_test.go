@@ -83,11 +83,39 @@ func buildFrame(t testing.TB, s frameSpec) []byte {
 	return append([]byte(nil), buf.Bytes()...)
 }
 
+// frameMeta is what the kernel knows of a frame beside its bytes, which
+// the filter reads through BPF extensions.
+type frameMeta struct {
+	pktType uint32 // PACKET_HOST, PACKET_OTHERHOST ...
+	vlan    bool   // a VLAN tag was stripped before the tap
+}
+
 func runFilter(t *testing.T, raw []bpf.RawInstruction, frame []byte) bool {
+	t.Helper()
+	return runFilterMeta(t, raw, frame, frameMeta{})
+}
+
+// runFilterMeta runs the filter in x/net/bpf's VM, which has no
+// extensions: each extension load becomes a load of m's value.
+func runFilterMeta(t *testing.T, raw []bpf.RawInstruction, frame []byte, m frameMeta) bool {
 	t.Helper()
 	ins, ok := bpf.Disassemble(raw)
 	if !ok {
 		t.Fatalf("filter does not disassemble")
+	}
+	for i, in := range ins {
+		ext, ok := in.(bpf.LoadExtension)
+		if !ok {
+			continue
+		}
+		switch ext.Num {
+		case bpf.ExtType:
+			ins[i] = bpf.LoadConstant{Dst: bpf.RegA, Val: m.pktType}
+		case bpf.ExtVLANTagPresent:
+			ins[i] = bpf.LoadConstant{Dst: bpf.RegA, Val: map[bool]uint32{false: 0, true: 1}[m.vlan]}
+		default:
+			t.Fatalf("filter loads extension %v, which the test does not emulate", ext.Num)
+		}
 	}
 	vm, err := bpf.NewVM(ins)
 	if err != nil {
@@ -197,6 +225,48 @@ func TestServerFilter(t *testing.T) {
 			t.Error("rejected a server frame with no exclusions")
 		}
 	})
+}
+
+// TestFilterFrameMeta: both filters take only frames addressed to this
+// host's MAC that carried no VLAN tag, whatever their bytes.
+func TestFilterFrameMeta(t *testing.T) {
+	cf, err := ClientFilter([][4]byte{vip1}, []uint16{80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, err := ServerFilter([][4]byte{server1}, []uint16{80}, [][4]byte{gwAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	filters := []struct {
+		name  string
+		raw   []bpf.RawInstruction
+		frame frameSpec
+	}{
+		{"client", cf, frameSpec{src: client, dst: vip1, sport: 40000, dport: 80}},
+		{"server", sf, frameSpec{src: server1, dst: client, sport: 80, dport: 40000}},
+	}
+	cases := []struct {
+		name   string
+		meta   frameMeta
+		accept bool
+	}{
+		{"to this host", frameMeta{pktType: 0}, true},
+		{"broadcast", frameMeta{pktType: 1}, false},
+		{"multicast", frameMeta{pktType: 2}, false},
+		{"to another host (promiscuous)", frameMeta{pktType: 3}, false},
+		{"outgoing", frameMeta{pktType: 4}, false},
+		{"VLAN-tagged", frameMeta{vlan: true}, false},
+	}
+	for _, f := range filters {
+		for _, c := range cases {
+			t.Run(f.name+"/"+c.name, func(t *testing.T) {
+				if got := runFilterMeta(t, f.raw, buildFrame(t, f.frame), c.meta); got != c.accept {
+					t.Errorf("accept = %v, want %v", got, c.accept)
+				}
+			})
+		}
+	}
 }
 
 func TestFilterLargeSets(t *testing.T) {
