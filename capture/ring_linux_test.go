@@ -264,3 +264,22 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("OpenSender on a missing interface succeeded")
 	}
 }
+
+// TestRingJumboFrame: slots of FrameSizeFor(MTU) hold a full frame of a
+// jumbo-frame link whole (datapath sizes its rings so).
+func TestRingJumboFrame(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		run(t, "ip", "link", "set", tn.IfA, "mtu", "9000")
+		run(t, "ip", "-n", tn.NSB, "link", "set", tn.IfB, "mtu", "9000")
+		r := openRing(t, tn.IfA, testVIP, 80, RingConfig{FrameSize: FrameSizeFor(9000)})
+		s := openSenderIn(t, tn.NSB, tn.IfB)
+		send(t, s, buildFrame(t, frameSpec{src: tn.IPB, dst: testVIP, sport: 1234, dport: 80, payload: 9000 - 40}))
+		got := waitFrames(t, r, 1, time.Second, 0)
+		if len(got) != 1 {
+			t.Fatalf("got %d frames, want 1", len(got))
+		}
+		if got[0].Truncated() || got[0].WireLen != 9014 {
+			t.Fatalf("frame of %d bytes arrived with %d, want one whole 9014-byte frame", got[0].WireLen, len(got[0].Data))
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -178,14 +179,15 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := cfg.Ring
-	if cfg.KeepOffloads {
-		rc.VnetHdr = true
-		rc.FrameSize = max(rc.FrameSize, capture.FrameSizeFor(capture.MaxSuperFrame))
-		if rc.FrameCount == 0 {
-			rc.FrameCount = offloadFrameCount
+	mtu := 0
+	for _, name := range []string{cfg.ClientIface, cfg.ServerIface} {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("datapath: interface %s: %w", name, err)
 		}
+		mtu = max(mtu, ifi.MTU)
 	}
+	rc := ringConfig(cfg.Ring, cfg.KeepOffloads, mtu)
 	cr, err := capture.OpenRing(cfg.ClientIface, cf, rc)
 	if err != nil {
 		return nil, err
@@ -257,6 +259,25 @@ func Open(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	g.clientBatch = g.clientTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ClientSide, f, err) })
 	g.serverBatch = g.serverTx.NewBatch(2*batch, frame, func(f []byte, err error) { g.txDone(tcpstate.ServerSide, f, err) })
 	return g, nil
+}
+
+// ringConfig sizes the receive rings: slots that hold a whole frame of the
+// larger interface MTU (a jumbo-frame link's full segments would otherwise
+// arrive truncated and be dropped as oversized, every retransmission too),
+// or a whole super-frame under KeepOffloads.
+func ringConfig(rc capture.RingConfig, keepOffloads bool, mtu int) capture.RingConfig {
+	if rc.FrameSize == 0 {
+		rc.FrameSize = capture.DefaultFrameSize
+	}
+	rc.FrameSize = max(rc.FrameSize, capture.FrameSizeFor(mtu))
+	if keepOffloads {
+		rc.VnetHdr = true
+		rc.FrameSize = max(rc.FrameSize, capture.FrameSizeFor(capture.MaxSuperFrame))
+		if rc.FrameCount == 0 {
+			rc.FrameCount = offloadFrameCount
+		}
+	}
+	return rc
 }
 
 // frameSize is the largest frame either interface sends, plus the Ethernet header.
