@@ -75,6 +75,11 @@ type Gateway struct {
 	log *slog.Logger
 
 	mu    sync.Mutex // held by the loop while it works; readers take it briefly
+	// closeMu keeps Close from releasing the rings and the bypass tables
+	// while a reader (status, metrics) that reads them outside mu runs;
+	// closed tells such a reader they are gone.
+	closeMu sync.RWMutex
+	closed  bool
 	table *tcpstate.Table
 	out   *tcpstate.Output
 	pkt   rewrite.Packet
@@ -308,6 +313,12 @@ func services(ss []tcpstate.Service) (vips [][4]byte, ports []uint16) {
 // Close releases everything Open acquired, the kernel-bypass table last so
 // the host never answers handled traffic while the gateway still holds it.
 func (g *Gateway) Close() error {
+	g.closeMu.Lock()
+	defer g.closeMu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
 	var errs []error
 	// No frame waits in a batch: every round of Run ends by sending them.
 	for _, r := range g.rings {

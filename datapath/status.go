@@ -138,6 +138,8 @@ type BypassStatus struct {
 
 // Status takes a snapshot under the datapath's lock.
 func (g *Gateway) Status() Status {
+	g.closeMu.RLock()
+	defer g.closeMu.RUnlock()
 	g.mu.Lock()
 	s := Status{
 		UptimeSeconds: time.Since(g.start).Seconds(),
@@ -206,6 +208,12 @@ func (g *Gateway) Status() Status {
 	}
 	s.Detection = g.mon.Snapshot()
 	s.History = g.arb.History()
+	if g.closed {
+		// After Close (a status asked for during shutdown): the rings and
+		// the tables are gone, and what they counted with them.
+		s.KernelBypass.Error = "gateway closed"
+		return s
+	}
 	if g.bypass != nil {
 		c, err := g.bypass.Counters()
 		// Installed means in place now: someone may have deleted the
