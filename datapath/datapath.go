@@ -74,16 +74,16 @@ type Gateway struct {
 	cfg Config
 	log *slog.Logger
 
-	mu    sync.Mutex // held by the loop while it works; readers take it briefly
+	mu sync.Mutex // held by the loop while it works; readers take it briefly
 	// closeMu keeps Close from releasing the rings and the bypass tables
 	// while a reader (status, metrics) that reads them outside mu runs;
 	// closed tells such a reader they are gone.
 	closeMu sync.RWMutex
 	closed  bool
-	table *tcpstate.Table
-	out   *tcpstate.Output
-	pkt   rewrite.Packet
-	start time.Time
+	table   *tcpstate.Table
+	out     *tcpstate.Output
+	pkt     rewrite.Packet
+	start   time.Time
 
 	rings          []*capture.Ring // [client, server]
 	clientTx       *capture.Sender
