@@ -67,7 +67,60 @@ type neighStats struct {
 // neighSnap is immutable once published; only the used flags change.
 type neighSnap struct {
 	routes map[[4]byte]*routeEntry // destination → next hop
-	hops   map[[4]byte]*hopEntry   // next hop → MAC, usable entries only
+	// recent holds the destinations learned since routes was last built,
+	// none of them in routes: a new one copies recent only, and routes is
+	// rebuilt once recent outgrows recentMax. Copying routes for each new
+	// destination cost O(n²) over n clients (92 KB of garbage per client at
+	// 6000, a spoofed-SYN flood's sources each one).
+	recent map[[4]byte]*routeEntry
+	hops   map[[4]byte]*hopEntry // next hop → MAC, usable entries only
+}
+
+// route is dst's entry, nil if none.
+func (s *neighSnap) route(dst [4]byte) *routeEntry {
+	if r := s.routes[dst]; r != nil {
+		return r
+	}
+	return s.recent[dst]
+}
+
+// withRoute is s with dst's next hop set to r.
+func (s *neighSnap) withRoute(dst [4]byte, r *routeEntry) *neighSnap {
+	if _, based := s.routes[dst]; !based && len(s.recent) < recentMax(len(s.routes)) {
+		recent := make(map[[4]byte]*routeEntry, len(s.recent)+1)
+		for k, v := range s.recent {
+			recent[k] = v
+		}
+		recent[dst] = r
+		return &neighSnap{routes: s.routes, recent: recent, hops: s.hops}
+	}
+	routes := make(map[[4]byte]*routeEntry, len(s.routes)+len(s.recent)+1)
+	s.eachRoute(func(k [4]byte, v *routeEntry) { routes[k] = v })
+	routes[dst] = r
+	return &neighSnap{routes: routes, hops: s.hops}
+}
+
+// eachRoute calls fn for every destination's entry.
+func (s *neighSnap) eachRoute(fn func([4]byte, *routeEntry)) {
+	for k, v := range s.routes {
+		fn(k, v)
+	}
+	for k, v := range s.recent {
+		fn(k, v)
+	}
+}
+
+// numRoutes is the number of destinations with a route.
+func (s *neighSnap) numRoutes() int { return len(s.routes) + len(s.recent) }
+
+// recentMax bounds recent for n routes: about √n, so that learning n
+// destinations copies O(n√n) entries in all, and each copies a few hundred.
+func recentMax(n int) int {
+	m := 128
+	for m*m < n {
+		m *= 2
+	}
+	return m
 }
 
 type routeEntry struct {
@@ -126,7 +179,7 @@ func NewNeighbors(ctx context.Context, ifname string) (*Neighbors, error) {
 // background resolution and returns false. Zero allocations, no syscalls.
 func (n *Neighbors) Lookup(ip [4]byte) ([6]byte, bool) {
 	s := n.snap.Load()
-	if r := s.routes[ip]; r != nil {
+	if r := s.route(ip); r != nil {
 		if !r.used.Load() {
 			r.used.Store(true)
 		}
@@ -368,9 +421,9 @@ func (w *neighWorker) updateHop(hop [4]byte) {
 		if cur != nil {
 			e.used.Store(cur.used.Load())
 		}
-		w.n.publish(&neighSnap{routes: s.routes, hops: withHop(s.hops, hop, e)})
+		w.n.publish(&neighSnap{routes: s.routes, recent: s.recent, hops: withHop(s.hops, hop, e)})
 	case cur != nil:
-		w.n.publish(&neighSnap{routes: s.routes, hops: withHop(s.hops, hop, nil)})
+		w.n.publish(&neighSnap{routes: s.routes, recent: s.recent, hops: withHop(s.hops, hop, nil)})
 	}
 }
 
@@ -404,7 +457,7 @@ func (w *neighWorker) rebuildHops() {
 		}
 		hops[hop] = e
 	}
-	w.n.publish(&neighSnap{routes: s.routes, hops: hops})
+	w.n.publish(&neighSnap{routes: s.routes, recent: s.recent, hops: hops})
 }
 
 // resolve handles a miss for dst: route, then neighbour, then a kernel
@@ -421,13 +474,8 @@ func (w *neighWorker) resolve(dst [4]byte) {
 		return
 	}
 	s := w.n.snap.Load()
-	if r := s.routes[dst]; r == nil || r.hop != hop {
-		routes := make(map[[4]byte]*routeEntry, len(s.routes)+1)
-		for k, v := range s.routes {
-			routes[k] = v
-		}
-		routes[dst] = &routeEntry{hop: hop}
-		s = &neighSnap{routes: routes, hops: s.hops}
+	if r := s.route(dst); r == nil || r.hop != hop {
+		s = s.withRoute(dst, &routeEntry{hop: hop})
 		w.n.publish(s)
 	}
 	if s.hops[hop] != nil {
@@ -521,13 +569,13 @@ func (w *neighWorker) periodic(now time.Time) {
 	s := n.snap.Load()
 	if w.routesDirty {
 		w.routesDirty = false
-		routes := make(map[[4]byte]*routeEntry, len(s.routes))
+		routes := make(map[[4]byte]*routeEntry, s.numRoutes())
 		differ := false
-		for dst, r := range s.routes {
+		s.eachRoute(func(dst [4]byte, r *routeEntry) {
 			hop, err := w.routeHop(dst)
 			if err != nil {
 				differ = true // dropped: the next miss re-resolves and records why
-				continue
+				return
 			}
 			if hop != r.hop {
 				nr := &routeEntry{hop: hop}
@@ -535,7 +583,7 @@ func (w *neighWorker) periodic(now time.Time) {
 				r, differ = nr, true
 			}
 			routes[dst] = r
-		}
+		})
 		if differ {
 			s = &neighSnap{routes: routes, hops: s.hops}
 			n.publish(s)
@@ -567,17 +615,17 @@ func (w *neighWorker) periodic(now time.Time) {
 	}
 	if now.Sub(w.lastSweep) >= neighSweep {
 		w.lastSweep = now
-		routes := make(map[[4]byte]*routeEntry, len(s.routes))
-		for dst, r := range s.routes {
+		routes := make(map[[4]byte]*routeEntry, s.numRoutes())
+		s.eachRoute(func(dst [4]byte, r *routeEntry) {
 			if r.used.Load() {
 				r.used.Store(false)
 				routes[dst] = r
 			}
-		}
+		})
 		for _, e := range s.hops {
 			e.used.Store(false)
 		}
-		if len(routes) != len(s.routes) {
+		if len(routes) != s.numRoutes() {
 			n.publish(&neighSnap{routes: routes, hops: s.hops})
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,41 @@ func TestNeighborsRefreshStale(t *testing.T) {
 		st, useErr := neighStatsOf(n)
 		t.Errorf("stale entry in use not re-confirmed: stats %+v (%v); kernel: %s", st, useErr,
 			run(t, "ip", "neigh", "show", "dev", tn.IfA))
+	})
+}
+
+// TestNeighborsManyDestinations: the worker learns thousands of new
+// destinations (clients, or a spoofed-SYN flood's sources: the datapath
+// looks every SYN's source up) at a bounded cost each.
+func TestNeighborsManyDestinations(t *testing.T) {
+	inNetns(t, func(t *testing.T, tn testNet) {
+		run(t, "ip", "route", "add", "default", "via", ip(tn.IPB), "dev", tn.IfA)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		n, err := NewNeighbors(ctx, tn.IfA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		const N = 6000
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		for i := range N {
+			n.missCh <- [4]byte{198, 18, byte(i >> 8), byte(i)}
+		}
+		for n.snap.Load().numRoutes() < N && time.Since(start) < 60*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		runtime.ReadMemStats(&after)
+		perDst := (after.TotalAlloc - before.TotalAlloc) / N
+		t.Logf("%d destinations learned in %v, %d bytes allocated each", n.snap.Load().numRoutes(), time.Since(start), perDst)
+		if got := n.snap.Load().numRoutes(); got != N {
+			t.Fatalf("%d destinations learned, want %d", got, N)
+		}
+		if perDst > 16<<10 {
+			t.Errorf("%d bytes allocated per new destination", perDst)
+		}
 	})
 }
