@@ -189,12 +189,19 @@ func serverMatches(cfg BypassConfig) [][]expr.Any {
 	return out
 }
 
-// etherIPv4 matches IPv4 frames; in the netdev family this must come before
-// any network header load.
+// etherIPv4 matches untagged IPv4 frames; in the netdev family this must
+// come before any network header load. The Ethernet type is read from the
+// frame as well: the kernel strips a VLAN tag before ingress and leaves the
+// inner protocol in skb->protocol, but nft's link-layer payload puts the
+// tag back, so a frame of a VLAN interface on top of this one is left to
+// that interface (the capture filters take untagged frames only).
 func etherIPv4() []expr.Any {
+	ipv4 := binary.BigEndian.AppendUint16(nil, unix.ETH_P_IP)
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, unix.ETH_P_IP)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ipv4},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ipv4},
 	}
 }
 

@@ -116,6 +116,9 @@ func TestBypass(t *testing.T) {
 		// counted apart, whatever their port.
 		send(t, s, buildFrame(t, frameSpec{src: tn.IPA, dst: other, sport: 80, dport: 5000}))
 		send(t, s, buildFrame(t, frameSpec{src: tn.IPA, dst: other, sport: 22, dport: 5000}))
+		// A frame of VLAN 10 is left to that VLAN's interface.
+		f := buildFrame(t, frameSpec{src: tn.IPB, dst: other, sport: 8080, dport: 5009})
+		send(t, s, append(append(append([]byte{}, f[:12]...), 0x81, 0x00, 0x00, 0x0a), f[12:]...))
 		time.Sleep(100 * time.Millisecond)
 		ctr, err := b.Counters()
 		if err != nil {
