@@ -28,22 +28,29 @@ func waitLookup(t *testing.T, n *Neighbors, ip [4]byte, want func([6]byte, bool)
 	return false
 }
 
+// startNeighbors starts the cache for ifname; it stops when the test ends.
+func startNeighbors(t *testing.T, ifname string) *Neighbors {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	n, err := NewNeighbors(ctx, ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
 func TestNeighbors(t *testing.T) {
 	inNetns(t, func(t *testing.T, tn testNet) {
 		run(t, "ip", "neigh", "flush", "dev", tn.IfA)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		n, err := NewNeighbors(ctx, tn.IfA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
+		n := startNeighbors(t, tn.IfA)
 
 		// Absent from the kernel's table: resolution must be triggered.
 		if _, ok := n.Lookup(tn.IPB); ok {
 			t.Fatal("Lookup hit before any resolution")
 		}
-		got, err := n.Resolve(ctx, tn.IPB, 3*time.Second)
+		got, err := n.Resolve(context.Background(), tn.IPB, 3*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +80,7 @@ func TestNeighbors(t *testing.T) {
 
 		// A destination behind a gateway maps to the gateway's MAC.
 		run(t, "ip", "route", "add", "10.88.0.0/24", "via", ip(tn.IPB))
-		if got, err := n.Resolve(ctx, [4]byte{10, 88, 0, 5}, 3*time.Second); err != nil || got != tn.MACB {
+		if got, err := n.Resolve(context.Background(), [4]byte{10, 88, 0, 5}, 3*time.Second); err != nil || got != tn.MACB {
 			t.Errorf("Resolve via gateway = %x, %v; want %x", got, err, tn.MACB)
 		}
 
@@ -98,17 +105,17 @@ func TestNeighbors(t *testing.T) {
 			t.Error("Lookup did not re-resolve after the entry was deleted")
 		}
 		// A failed resolution is dropped, not cached.
-		if _, err := n.Resolve(ctx, [4]byte{10, 77, 0, 98}, 500*time.Millisecond); err == nil {
+		if _, err := n.Resolve(context.Background(), [4]byte{10, 77, 0, 98}, 500*time.Millisecond); err == nil {
 			t.Error("Resolve of an absent host succeeded")
 		}
 
 		// A destination that does not leave via the interface is an error.
-		_, err = n.Resolve(ctx, [4]byte{127, 0, 0, 1}, 300*time.Millisecond)
+		_, err = n.Resolve(context.Background(), [4]byte{127, 0, 0, 1}, 300*time.Millisecond)
 		if err == nil || !strings.Contains(err.Error(), "leaves via lo") {
 			t.Errorf("Resolve(127.0.0.1) = %v, want a route error", err)
 		}
 		n.Close()
-		if _, err := n.Resolve(ctx, tn.IPB, time.Second); err != nil {
+		if _, err := n.Resolve(context.Background(), tn.IPB, time.Second); err != nil {
 			// Cached entries still answer after Close.
 			t.Errorf("Resolve after Close: %v", err)
 		}
@@ -138,13 +145,7 @@ func TestNeighborsUDPFallback(t *testing.T) {
 func TestNeighborsRefreshStale(t *testing.T) {
 	inNetns(t, func(t *testing.T, tn testNet) {
 		run(t, "sysctl", "-qw", "net.ipv4.neigh."+tn.IfA+".delay_first_probe_time=1")
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		n, err := NewNeighbors(ctx, tn.IfA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
+		n := startNeighbors(t, tn.IfA)
 		mon := exec.Command("ip", "monitor", "neigh")
 		var buf bytes.Buffer
 		mon.Stdout = &buf
@@ -156,7 +157,7 @@ func TestNeighborsRefreshStale(t *testing.T) {
 			mon.Wait()
 			t.Logf("ip monitor neigh:\n%s", buf.String())
 		}()
-		if _, err := n.Resolve(ctx, tn.IPB, 3*time.Second); err != nil {
+		if _, err := n.Resolve(context.Background(), tn.IPB, 3*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		run(t, "ip", "neigh", "change", ip(tn.IPB), "lladdr", mac(tn.MACB), "dev", tn.IfA, "nud", "stale")
@@ -183,13 +184,7 @@ func TestNeighborsRefreshStale(t *testing.T) {
 func TestNeighborsManyDestinations(t *testing.T) {
 	inNetns(t, func(t *testing.T, tn testNet) {
 		run(t, "ip", "route", "add", "default", "via", ip(tn.IPB), "dev", tn.IfA)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		n, err := NewNeighbors(ctx, tn.IfA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
+		n := startNeighbors(t, tn.IfA)
 		const N = 6000
 		var before, after runtime.MemStats
 		runtime.GC()
