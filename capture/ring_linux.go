@@ -238,8 +238,10 @@ func (r *Ring) Close() error {
 
 // Wait blocks until one of rings has a frame ready or timeout passes (ppoll(2));
 // zero allocs for up to 16 rings. A negative timeout waits forever. An
-// interrupted poll returns nil early. Wait must not run concurrently with
-// Next or Release on the same rings.
+// interrupted poll returns nil early, and so does one the kernel could not
+// make for want of memory, after at most a millisecond: a gateway that
+// stopped on a passing shortage would drop every connection it carries.
+// Wait must not run concurrently with Next or Release on the same rings.
 func Wait(rings []*Ring, timeout time.Duration) error {
 	for _, r := range rings {
 		if r.ready(r.cur) {
@@ -257,7 +259,23 @@ func Wait(rings []*Ring, timeout time.Duration) error {
 		t := unix.NsecToTimespec(int64(timeout))
 		ts = &t
 	}
-	if _, err := unix.Ppoll(fds, ts, nil); err != nil && err != unix.EINTR {
+	_, err := unix.Ppoll(fds, ts, nil)
+	return afterPoll(err, timeout)
+}
+
+// afterPoll is Wait's result for ppoll's error: an interrupted poll, or
+// one the kernel could not make for want of memory (after a pause of at
+// most a millisecond), is a wait that ended early.
+func afterPoll(err error, timeout time.Duration) error {
+	switch err {
+	case nil, unix.EINTR:
+	case unix.ENOMEM, unix.EAGAIN:
+		d := time.Millisecond
+		if timeout >= 0 {
+			d = min(d, timeout)
+		}
+		time.Sleep(d)
+	default:
 		return fmt.Errorf("capture: poll rings: %w", err)
 	}
 	return nil
