@@ -819,8 +819,12 @@ func TestHangUnderSlowDownload(t *testing.T) {
 func hangUnderSlowDownload(t *testing.T, b *Bed, args []string, limit time.Duration) {
 	// 8 MiB of send buffer (16 MiB to the kernel) drained at 2 MB/s, steadily:
 	// the tbf paces the primary's link so that every probe's wait sees data.
+	// Its queue holds 24 ms of it: a healthy primary's probe answers wait
+	// behind no more, well within their 50 ms. With a queue of 500 ms,
+	// BBR's start-up filled it, every probe timed out for as long, and a
+	// 250 ms excuse for data alone ran out before the hang.
 	b.FixSendBuffer(Pri, "8m")
-	b.MustRun(b.Primary(), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "16k", "limit", "1mb")
+	b.MustRun(b.Primary(), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "16k", "limit", "48kb")
 	t.Cleanup(func() { _ = b.Run(b.Primary(), "tc", "qdisc", "del", "dev", "eth0", "root") })
 	startReady(t, b, args...)
 	const size = 16 << 20
