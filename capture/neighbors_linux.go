@@ -66,61 +66,8 @@ type neighStats struct {
 
 // neighSnap is immutable once published; only the used flags change.
 type neighSnap struct {
-	routes map[[4]byte]*routeEntry // destination → next hop
-	// recent holds the destinations learned since routes was last built,
-	// none of them in routes: a new one copies recent only, and routes is
-	// rebuilt once recent outgrows recentMax. Copying routes for each new
-	// destination cost O(n²) over n clients (92 KB of garbage per client at
-	// 6000, a spoofed-SYN flood's sources each one).
-	recent map[[4]byte]*routeEntry
-	hops   map[[4]byte]*hopEntry // next hop → MAC, usable entries only
-}
-
-// route is dst's entry, nil if none.
-func (s *neighSnap) route(dst [4]byte) *routeEntry {
-	if r := s.routes[dst]; r != nil {
-		return r
-	}
-	return s.recent[dst]
-}
-
-// withRoute is s with dst's next hop set to r.
-func (s *neighSnap) withRoute(dst [4]byte, r *routeEntry) *neighSnap {
-	if _, based := s.routes[dst]; !based && len(s.recent) < recentMax(len(s.routes)) {
-		recent := make(map[[4]byte]*routeEntry, len(s.recent)+1)
-		for k, v := range s.recent {
-			recent[k] = v
-		}
-		recent[dst] = r
-		return &neighSnap{routes: s.routes, recent: recent, hops: s.hops}
-	}
-	routes := make(map[[4]byte]*routeEntry, len(s.routes)+len(s.recent)+1)
-	s.eachRoute(func(k [4]byte, v *routeEntry) { routes[k] = v })
-	routes[dst] = r
-	return &neighSnap{routes: routes, hops: s.hops}
-}
-
-// eachRoute calls fn for every destination's entry.
-func (s *neighSnap) eachRoute(fn func([4]byte, *routeEntry)) {
-	for k, v := range s.routes {
-		fn(k, v)
-	}
-	for k, v := range s.recent {
-		fn(k, v)
-	}
-}
-
-// numRoutes is the number of destinations with a route.
-func (s *neighSnap) numRoutes() int { return len(s.routes) + len(s.recent) }
-
-// recentMax bounds recent for n routes: about √n, so that learning n
-// destinations copies O(n√n) entries in all, and each copies a few hundred.
-func recentMax(n int) int {
-	m := 128
-	for m*m < n {
-		m *= 2
-	}
-	return m
+	routes *cowMap[routeEntry] // destination → next hop
+	hops   *cowMap[hopEntry]   // next hop → MAC, usable entries only
 }
 
 type routeEntry struct {
@@ -159,7 +106,7 @@ func NewNeighbors(ctx context.Context, ifname string) (*Neighbors, error) {
 		changed: make(chan struct{}),
 		errs:    map[[4]byte]error{},
 	}
-	n.snap.Store(&neighSnap{routes: map[[4]byte]*routeEntry{}, hops: map[[4]byte]*hopEntry{}})
+	n.snap.Store(&neighSnap{routes: newCowMap[routeEntry](nil), hops: newCowMap[hopEntry](nil)})
 	w := &neighWorker{n: n, kern: map[[4]byte]kernNeigh{}, lastTry: map[[4]byte]time.Time{}, lastTrigger: map[[4]byte]time.Time{}}
 	if err := w.subscribe(); err != nil {
 		cancel()
@@ -179,17 +126,17 @@ func NewNeighbors(ctx context.Context, ifname string) (*Neighbors, error) {
 // background resolution and returns false. Zero allocations, no syscalls.
 func (n *Neighbors) Lookup(ip [4]byte) ([6]byte, bool) {
 	s := n.snap.Load()
-	if r := s.route(ip); r != nil {
+	if r := s.routes.get(ip); r != nil {
 		if !r.used.Load() {
 			r.used.Store(true)
 		}
-		if e := s.hops[r.hop]; e != nil {
+		if e := s.hops.get(r.hop); e != nil {
 			if !e.used.Load() {
 				e.used.Store(true)
 			}
 			return e.mac, true
 		}
-	} else if e := s.hops[ip]; e != nil {
+	} else if e := s.hops.get(ip); e != nil {
 		// Not routed yet, but the kernel already knows ip as a neighbour on
 		// this link (a client that just ARPed for us): it is its own next
 		// hop. The worker still learns the route for the next lookups.
@@ -412,7 +359,7 @@ func (w *neighWorker) neighEvent(u netlink.NeighUpdate) {
 func (w *neighWorker) updateHop(hop [4]byte) {
 	s := w.n.snap.Load()
 	k, ok := w.kern[hop]
-	cur := s.hops[hop]
+	cur := s.hops.get(hop)
 	switch {
 	case ok && k.usable() && cur != nil && cur.mac == k.mac:
 		return
@@ -421,23 +368,10 @@ func (w *neighWorker) updateHop(hop [4]byte) {
 		if cur != nil {
 			e.used.Store(cur.used.Load())
 		}
-		w.n.publish(&neighSnap{routes: s.routes, recent: s.recent, hops: withHop(s.hops, hop, e)})
+		w.n.publish(&neighSnap{routes: s.routes, hops: s.hops.with(hop, e)})
 	case cur != nil:
-		w.n.publish(&neighSnap{routes: s.routes, recent: s.recent, hops: withHop(s.hops, hop, nil)})
+		w.n.publish(&neighSnap{routes: s.routes, hops: s.hops.with(hop, nil)})
 	}
-}
-
-func withHop(m map[[4]byte]*hopEntry, hop [4]byte, e *hopEntry) map[[4]byte]*hopEntry {
-	out := make(map[[4]byte]*hopEntry, len(m)+1)
-	for k, v := range m {
-		out[k] = v
-	}
-	if e == nil {
-		delete(out, hop)
-	} else {
-		out[hop] = e
-	}
-	return out
 }
 
 func (w *neighWorker) rebuildHops() {
@@ -448,7 +382,7 @@ func (w *neighWorker) rebuildHops() {
 			continue
 		}
 		e := &hopEntry{mac: k.mac}
-		if cur := s.hops[hop]; cur != nil {
+		if cur := s.hops.get(hop); cur != nil {
 			if cur.mac == k.mac {
 				e = cur
 			} else {
@@ -457,7 +391,7 @@ func (w *neighWorker) rebuildHops() {
 		}
 		hops[hop] = e
 	}
-	w.n.publish(&neighSnap{routes: s.routes, recent: s.recent, hops: hops})
+	w.n.publish(&neighSnap{routes: s.routes, hops: newCowMap(hops)})
 }
 
 // resolve handles a miss for dst: route, then neighbour, then a kernel
@@ -474,11 +408,11 @@ func (w *neighWorker) resolve(dst [4]byte) {
 		return
 	}
 	s := w.n.snap.Load()
-	if r := s.route(dst); r == nil || r.hop != hop {
-		s = s.withRoute(dst, &routeEntry{hop: hop})
+	if r := s.routes.get(dst); r == nil || r.hop != hop {
+		s = &neighSnap{routes: s.routes.with(dst, &routeEntry{hop: hop}), hops: s.hops}
 		w.n.publish(s)
 	}
-	if s.hops[hop] != nil {
+	if s.hops.get(hop) != nil {
 		return
 	}
 	if k, ok := w.kern[hop]; ok && k.usable() {
@@ -569,9 +503,9 @@ func (w *neighWorker) periodic(now time.Time) {
 	s := n.snap.Load()
 	if w.routesDirty {
 		w.routesDirty = false
-		routes := make(map[[4]byte]*routeEntry, s.numRoutes())
+		routes := make(map[[4]byte]*routeEntry, s.routes.len())
 		differ := false
-		s.eachRoute(func(dst [4]byte, r *routeEntry) {
+		s.routes.each(func(dst [4]byte, r *routeEntry) {
 			hop, err := w.routeHop(dst)
 			if err != nil {
 				differ = true // dropped: the next miss re-resolves and records why
@@ -585,14 +519,14 @@ func (w *neighWorker) periodic(now time.Time) {
 			routes[dst] = r
 		})
 		if differ {
-			s = &neighSnap{routes: routes, hops: s.hops}
+			s = &neighSnap{routes: newCowMap(routes), hops: s.hops}
 			n.publish(s)
 		}
 	}
-	for hop, e := range s.hops {
+	s.hops.each(func(hop [4]byte, e *hopEntry) {
 		if e.used.Load() && w.kern[hop].state&netlink.NUD_STALE != 0 {
 			if t, ok := w.lastTrigger[hop]; ok && now.Sub(t) < neighRetry {
-				continue
+				return
 			}
 			w.lastTrigger[hop] = now
 			e.used.Store(false)
@@ -602,7 +536,7 @@ func (w *neighWorker) periodic(now time.Time) {
 				n.mu.Unlock()
 			}
 		}
-	}
+	})
 	for k, t := range w.lastTry {
 		if now.Sub(t) > 10*neighRetry {
 			delete(w.lastTry, k)
@@ -615,18 +549,16 @@ func (w *neighWorker) periodic(now time.Time) {
 	}
 	if now.Sub(w.lastSweep) >= neighSweep {
 		w.lastSweep = now
-		routes := make(map[[4]byte]*routeEntry, s.numRoutes())
-		s.eachRoute(func(dst [4]byte, r *routeEntry) {
+		routes := make(map[[4]byte]*routeEntry, s.routes.len())
+		s.routes.each(func(dst [4]byte, r *routeEntry) {
 			if r.used.Load() {
 				r.used.Store(false)
 				routes[dst] = r
 			}
 		})
-		for _, e := range s.hops {
-			e.used.Store(false)
-		}
-		if len(routes) != s.numRoutes() {
-			n.publish(&neighSnap{routes: routes, hops: s.hops})
+		s.hops.each(func(_ [4]byte, e *hopEntry) { e.used.Store(false) })
+		if len(routes) != s.routes.len() {
+			n.publish(&neighSnap{routes: newCowMap(routes), hops: s.hops})
 		}
 	}
 }

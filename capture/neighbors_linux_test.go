@@ -94,10 +94,10 @@ func TestNeighbors(t *testing.T) {
 		// ...a removed entry (checked without Lookup, which would re-resolve)...
 		run(t, "ip", "neigh", "del", ip(tn.IPB), "dev", tn.IfA)
 		deadline := time.Now().Add(2 * time.Second)
-		for n.snap.Load().hops[tn.IPB] != nil && time.Now().Before(deadline) {
+		for n.snap.Load().hops.get(tn.IPB) != nil && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if n.snap.Load().hops[tn.IPB] != nil {
+		if n.snap.Load().hops.get(tn.IPB) != nil {
 			t.Error("deleted neighbour still cached")
 		}
 		// ...and a miss resolves again in the background.
@@ -193,13 +193,13 @@ func TestNeighborsManyDestinations(t *testing.T) {
 		for i := range N {
 			n.missCh <- [4]byte{198, 18, byte(i >> 8), byte(i)}
 		}
-		for n.snap.Load().numRoutes() < N && time.Since(start) < 60*time.Second {
+		for n.snap.Load().routes.len() < N && time.Since(start) < 60*time.Second {
 			time.Sleep(10 * time.Millisecond)
 		}
 		runtime.ReadMemStats(&after)
 		perDst := (after.TotalAlloc - before.TotalAlloc) / N
-		t.Logf("%d destinations learned in %v, %d bytes allocated each", n.snap.Load().numRoutes(), time.Since(start), perDst)
-		if got := n.snap.Load().numRoutes(); got != N {
+		t.Logf("%d destinations learned in %v, %d bytes allocated each", n.snap.Load().routes.len(), time.Since(start), perDst)
+		if got := n.snap.Load().routes.len(); got != N {
 			t.Fatalf("%d destinations learned, want %d", got, N)
 		}
 		if perDst > 16<<10 {
