@@ -20,9 +20,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -94,7 +96,7 @@ type Stats struct {
 	File      string `json:"file"`
 	Frames    uint64 `json:"frames"`  // written
 	Bytes     uint64 `json:"bytes"`   // written, headers included
-	Dropped   uint64 `json:"dropped"` // not written: every slot taken, or no file open
+	Dropped   uint64 `json:"dropped"` // not written: every slot taken, no file open, or a write failed
 	Rotations uint64 `json:"rotations"`
 	Errors    uint64 `json:"errors"` // failed writes, opens and renames
 	LastError string `json:"last_error,omitempty"`
@@ -116,10 +118,13 @@ type Tap struct {
 	// Owned by the writer goroutine.
 	f       *os.File
 	w       *bufio.Writer
-	size    int64
-	rec     [recHeaderLen + sllLen]byte
-	lastTry time.Time
-	closed  sync.Once
+	size    int64 // the file's length once the buffer is written
+	flushed int64 // its length as last written whole: records end there
+	// Frames and bytes in the buffer, counted once they reach the file.
+	pendFrames, pendBytes uint64
+	rec                   [recHeaderLen + sllLen]byte
+	lastTry               time.Time
+	closed                sync.Once
 }
 
 // Open creates the capture file (rotating one already there) and starts
@@ -196,7 +201,7 @@ func (t *Tap) Close() error {
 	if t.f == nil {
 		return nil
 	}
-	err := t.w.Flush()
+	err := t.flush()
 	if cerr := t.f.Close(); err == nil {
 		err = cerr
 	}
@@ -223,12 +228,10 @@ func (t *Tap) run() {
 				}
 			}
 		}
-		if len(t.full) == 0 && t.w != nil {
+		if len(t.full) == 0 && t.f != nil {
 			// Idle: make what was written readable now (tcpdump -r on a
 			// running capture).
-			if err := t.w.Flush(); err != nil {
-				t.fail(err)
-			}
+			t.flush()
 		}
 	}
 }
@@ -265,23 +268,55 @@ func (t *Tap) write(i int32) {
 	copy(h[6:14], s.mac[:])
 	h[12], h[13] = 0, 0
 	copy(h[14:16], s.eth[:])
-	if _, err := t.w.Write(r); err != nil {
-		t.fail(err)
-		return
+	// Flushed here rather than inside Write, so that a failure is known
+	// to cost exactly the frames buffered since the last flush.
+	if t.w.Available() < int(n) {
+		if err := t.flush(); err != nil {
+			t.dropped.Add(1)
+			return
+		}
 	}
-	if _, err := t.w.Write(s.data[:s.n]); err != nil {
-		t.fail(err)
-		return
-	}
+	t.w.Write(r) // into the buffer's free space: cannot fail
+	t.w.Write(s.data[:s.n])
 	t.size += n
-	t.frames.Add(1)
-	t.bytes.Add(uint64(n))
+	t.pendFrames++
+	t.pendBytes += uint64(n)
+}
+
+// flush writes the buffer to the file and counts its frames as written. A
+// write that fails (a full disk) costs the buffered frames, counted as
+// dropped, and nothing more: the file is cut back to its last whole record
+// and the capture goes on in it, so that it resumes by itself once there is
+// room again.
+func (t *Tap) flush() error {
+	err := t.w.Flush()
+	if err == nil {
+		t.frames.Add(t.pendFrames)
+		t.bytes.Add(t.pendBytes)
+		t.pendFrames, t.pendBytes, t.flushed = 0, 0, t.size
+		return nil
+	}
+	t.fail(err)
+	t.dropped.Add(t.pendFrames)
+	t.pendFrames, t.pendBytes, t.size = 0, 0, t.flushed
+	t.w.Reset(t.f) // forgets the buffer, and the error with it
+	if terr := t.f.Truncate(t.flushed); terr == nil {
+		_, terr = t.f.Seek(t.flushed, io.SeekStart)
+		if terr == nil {
+			return err
+		}
+	}
+	// The file cannot be cut back: start another within a second.
+	t.f.Close()
+	t.f = nil
+	t.lastTry = time.Now()
+	return err
 }
 
 // rotate closes the current file, shifts the old ones and starts a new one.
 func (t *Tap) rotate() {
-	if err := t.w.Flush(); err != nil {
-		t.fail(err)
+	if t.flush() != nil && t.f == nil {
+		return // create is tried again within a second
 	}
 	if err := t.f.Close(); err != nil {
 		t.fail(err)
@@ -316,8 +351,14 @@ func (t *Tap) shift() error {
 
 // create opens a new FILE and writes the pcap file header.
 func (t *Tap) create() error {
-	f, err := os.OpenFile(t.cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// Not through a symbolic link, and root's only even when the file was
+	// there before (Keep 0 reuses it): it holds the clients' traffic.
+	f, err := os.OpenFile(t.cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
+		return fmt.Errorf("pcaptap: %w", err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return fmt.Errorf("pcaptap: %w", err)
 	}
 	var h [fileHeaderLen]byte
@@ -335,7 +376,8 @@ func (t *Tap) create() error {
 	} else {
 		t.w.Reset(f)
 	}
-	t.f, t.size = f, fileHeaderLen
+	t.f, t.size, t.flushed = f, fileHeaderLen, fileHeaderLen
+	t.pendFrames, t.pendBytes = 0, 0
 	return nil
 }
 
