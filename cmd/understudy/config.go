@@ -80,6 +80,11 @@ func loadConfigFile(path string) (*fileConfig, error) {
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, usagef("config %s: %s", path, yamlError(err))
 	}
+	// Settings after a "---" would be ignored without a word.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, usagef("config %s: more than one YAML document (a line \"---\" starts another): put every setting in one", path)
+	}
 	return &fc, nil
 }
 

@@ -33,7 +33,12 @@ type control struct {
 // the host is touched: a second gateway must not replace the first one's
 // kernel-bypass tables.
 func bindControl(path string, log *slog.Logger) (*control, error) {
-	if _, err := os.Stat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		// Only a socket is ours to replace: a wrong --control must not
+		// delete the operator's file.
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket path %s exists and is not a socket (%s); pick another --control", path, fi.Mode().Type())
+		}
 		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("control socket %s is in use by a running gateway; stop it first or pick another --control", path)
@@ -56,6 +61,10 @@ func bindControl(path string, log *slog.Logger) (*control, error) {
 	}
 	return &control{path: path, ln: ln}, nil
 }
+
+// controlIdleTimeout is how long a control connection may sit idle
+// between requests.
+var controlIdleTimeout = 10 * time.Second
 
 // serve answers the control commands for gw.
 func (c *control) serve(gw *datapath.Gateway) {
@@ -88,7 +97,9 @@ func (c *control) serve(gw *datapath.Gateway) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(res)
 	})
-	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Each command is one request: an idle connection, or a client that
+	// stops reading a large reply, is cut rather than kept for ever.
+	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: controlIdleTimeout, WriteTimeout: 30 * time.Second}
 	go c.srv.Serve(c.ln)
 }
 
@@ -167,6 +178,9 @@ func cmdStatus(args []string, stdout io.Writer) error {
 			return nil
 		}
 		return usagef("status: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("status: unexpected argument %q", fs.Arg(0))
 	}
 	body, err := controlGet(*path, "status")
 	if err != nil {
@@ -254,6 +268,11 @@ func cmdFailover(args []string, stdout io.Writer) error {
 			return nil
 		}
 		return usagef("failover: %v", err)
+	}
+	// "failover primary" would otherwise move every flow to the standby:
+	// the opposite of what it reads as.
+	if fs.NArg() > 0 {
+		return usagef("failover: unexpected argument %q: name the server to make active with --to (backup or primary)", fs.Arg(0))
 	}
 	if *to != "" && *to != "backup" && *to != "primary" {
 		return usagef("failover: --to %q: use backup or primary", *to)

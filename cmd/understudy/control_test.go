@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -11,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"understudy/datapath"
 	"understudy/pcaptap"
@@ -169,6 +173,84 @@ func TestBindControl(t *testing.T) {
 		t.Fatalf("the running gateway's socket was removed: %v", err)
 	}
 	c.Close()
+
+	// Not a socket: refused, and the file left alone.
+	for _, p := range []string{filepath.Join(dir, "hosts.bak"), filepath.Join(dir, "empty-dir")} {
+		if strings.HasSuffix(p, "dir") {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.WriteFile(p, []byte("precious\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bindControl(p, log); err == nil || !strings.Contains(err.Error(), "exists and is not a socket") {
+			t.Errorf("bindControl on %s: %v, want it refused", p, err)
+		}
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+}
+
+// TestControlArguments: a word the command does not take is refused before
+// anything is asked of the gateway; "failover primary" would otherwise have
+// moved every flow away from the primary.
+func TestControlArguments(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "u.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Write([]byte(`{"server":"primary","flows_moved":3}`))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	for _, args := range [][]string{
+		{"failover", "--control", path, "primary"},
+		{"failover", "--control", path, "primary", "--to", "primary"},
+		{"status", "--control", path, "--json", "bogus"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := runMain(args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "unexpected argument") {
+			t.Errorf("%v: exit %d, %q; want 2 and the argument named", args, code, stderr.String())
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("%d requests reached the gateway", n)
+	}
+}
+
+// TestControlIdleConnection: a client that keeps its connection open
+// after its request is cut once idle, not kept for ever.
+func TestControlIdleConnection(t *testing.T) {
+	defer func(d time.Duration) { controlIdleTimeout = d }(controlIdleTimeout)
+	controlIdleTimeout = 200 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "u.sock")
+	c, err := bindControl(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.serve(nil) // only an unknown path is asked for: the gateway is not used
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("GET /nothing HTTP/1.1\r\nHost: u\r\n\r\n"))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: %v, want it closed by the gateway", err)
+	}
 }
 
 func TestPrintStatus(t *testing.T) {

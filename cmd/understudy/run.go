@@ -336,9 +336,20 @@ func (f *runFlags) validate() (datapath.Config, error) {
 	if f.control == "" {
 		return c, usagef("%s is empty: give the control socket's path (default %s)", f.name("--control"), defaultControl)
 	}
+	// A unix socket's path holds at most 107 bytes (sun_path).
+	if len(f.control) > maxControlPath {
+		return c, usagef("%s %q: %d bytes, more than a unix socket's path holds (%d); pick a shorter one", f.name("--control"), f.control, len(f.control), maxControlPath)
+	}
+	if dir := filepath.Dir(f.control); !isDir(dir) {
+		return c, usagef("%s %q: directory %s does not exist; create it or pick another path", f.name("--control"), f.control, dir)
+	}
 	if f.metrics != "" {
-		if _, _, err := net.SplitHostPort(f.metrics); err != nil {
+		_, port, err := net.SplitHostPort(f.metrics)
+		if err != nil {
 			return c, usagef("%s %q: give host:port or :port (example: 127.0.0.1:9410)", f.name("--metrics"), f.metrics)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return c, usagef("%s %q: port %q is not a number from 0 to 65535", f.name("--metrics"), f.metrics, port)
 		}
 	}
 	if err := f.validatePcap(); err != nil {
@@ -348,6 +359,15 @@ func (f *runFlags) validate() (datapath.Config, error) {
 	c.KeepOffloads = f.keepOffloads
 	c.VerifyChecksums = true
 	return c, nil
+}
+
+// maxControlPath is the longest path a unix socket's address holds.
+const maxControlPath = 107
+
+// isDir reports whether path is a directory.
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // Bounds of the pcap settings: a file must hold a useful capture, and the
@@ -371,7 +391,7 @@ func (f *runFlags) validatePcap() error {
 		return nil
 	}
 	dir := filepath.Dir(f.pcap)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	if !isDir(dir) {
 		return usagef("%s %s: directory %s does not exist; create it or pick another file", f.name("--pcap"), f.pcap, dir)
 	}
 	if fi, err := os.Stat(f.pcap); err == nil && fi.IsDir() {
